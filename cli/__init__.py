@@ -1,0 +1,1 @@
+"""Typer command-line layer of specsr: one small module per command."""
