@@ -1,1 +1,22 @@
-"""measure."""
+"""Line measurement: Hα, [NII] fluxes, N2, redshift and their uncertainties, batched."""
+
+from specsr_keras.measure.baselines import (
+    ceiling_fit,
+    deblend_halpha_with_prior,
+    direct_lowres_fit,
+    faisst_prior_n2,
+)
+from specsr_keras.measure.linefit import N2_PRIOR_RANGE, fit_halpha_nii, fit_target_grid
+from specsr_keras.measure.redshift import centroid_redshift_ignoring_nii, coarse_redshift
+
+__all__ = [
+    "N2_PRIOR_RANGE",
+    "ceiling_fit",
+    "centroid_redshift_ignoring_nii",
+    "coarse_redshift",
+    "deblend_halpha_with_prior",
+    "direct_lowres_fit",
+    "faisst_prior_n2",
+    "fit_halpha_nii",
+    "fit_target_grid",
+]
