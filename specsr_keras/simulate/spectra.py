@@ -1,0 +1,249 @@
+"""Spectra of a simulated population: the low-res instrument spectrum and the R=3600 target.
+
+The model is built at high resolution in the observed frame: continuum (power laws with a
+4000 Å break, Calzetti dust) plus Gaussian lines integrated exactly over fine pixels.
+Low-res: LSF (with source-size broadening) by `convolve_lsf`, a neighbour's contamination,
+`resample_flux` onto the instrument grid, noise from the instrument's model, cosmics.
+Target: the same noiseless model without contamination, convolved to R = 3600 and
+resampled onto TARGET_GRID.bin_edges * (1+z) per object (docs/contracts.md), computed in
+the equivalent rest-frame form (see `hires_spectra`).
+Units: Å; flux density 1e-17 erg s^-1 cm^-2 Å^-1; line fluxes 1e-17 erg s^-1 cm^-2.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from scipy.special import expit, ndtr
+
+from specsr_keras import physics
+from specsr_keras.instruments import TARGET_GRID, Instrument
+from specsr_keras.resampling import convolve_lsf, locate_bins, resample_flux
+from specsr_keras.simulate import population
+
+# Model pixels per instrument pixel (the model grid samples the instrument LSF with >= 2.4
+# model pixels per sigma).
+MODEL_OVERSAMPLING = 3
+# Model pixel of the target spectrum [rest Å] (the R=3600 LSF sigma is 0.77 Å at Hα).
+HIRES_MODEL_STEP_REST = 0.4
+# Rest-frame margin of the target model grid beyond TARGET_GRID [Å] (> 6 LSF sigmas).
+HIRES_MODEL_MARGIN_REST = 8.0
+# Gaussian lines are rendered out to this many sigma (the rest is < 2e-9 of the flux).
+LINE_HALF_WIDTH_SIGMAS = 6.0
+# The smooth continuum is evaluated on every CONTINUUM_STRIDE-th model pixel and
+# interpolated linearly in between (error < 1 %, largest at the 4000 Å break).
+CONTINUUM_STRIDE = 8
+# Half-width of the smooth edges of a first-order contamination continuum [Å].
+FIRST_ORDER_EDGE_A = 50.0
+# Cosmic rays / hot pixels: amplitude in units of the pixel noise.
+COSMIC_AMPLITUDE_SIGMAS = (5.0, 50.0)
+_BREAK_REST_A = 4000.0
+_BREAK_WIDTH_A = 50.0
+_HALPHA = physics.LINE_WAVELENGTHS["halpha"]
+
+
+def continuum_flux(pop, wave_obs):
+    """Continuum f_λ (n, L) [1e-17 erg/s/cm²/Å] at observed wavelengths (L,) or (n, L) [Å].
+
+    Optical power law λ^β normalised at observed Hα, below the 4000 Å break a dust-free
+    UV slope lower by the break strength D4000, all attenuated by Calzetti et al. 2000.
+    """
+    opz = 1.0 + pop["z"][:, None]
+    rest = np.asarray(wave_obs, float) / opz
+    beta = pop["beta_optical"][:, None]
+    red = (rest / _HALPHA) ** beta
+    blue = ((_BREAK_REST_A / _HALPHA) ** beta / pop["d4000"][:, None]
+            * (rest / _BREAK_REST_A) ** population.BETA_UV_DUST_FREE)
+    step = expit((rest - _BREAK_REST_A) / _BREAK_WIDTH_A)
+    dust = 10.0 ** (-0.4 * pop["av_stellar"][:, None]
+                    * (physics.calzetti_extinction(rest) - physics.calzetti_extinction(_HALPHA)))
+    return pop["continuum_at_ha"][:, None] * (step * red + (1.0 - step) * blue) * dust
+
+
+def continuum_on_grid(pop, wave_obs, stride=CONTINUUM_STRIDE):
+    """`continuum_flux` on a fine grid (L,) or (n, L) [Å], evaluated every `stride` pixels."""
+    n_pix = wave_obs.shape[-1]
+    nodes = np.unique(np.append(np.arange(0, n_pix, stride), n_pix - 1))
+    coarse = continuum_flux(pop, wave_obs[..., nodes])
+    left = np.clip(np.searchsorted(nodes, np.arange(n_pix), side="right") - 1, 0, nodes.size - 2)
+    frac = (np.arange(n_pix) - nodes[left]) / (nodes[left + 1] - nodes[left])
+    return coarse[:, left] * (1.0 - frac) + coarse[:, left + 1] * frac
+
+
+def line_components(pop):
+    """Gaussian components (n, K): observed centre [Å], sigma [Å], flux (negative = absorption).
+
+    Narrow lines share sigma_v; broad components (AGN or outflow) have their own width and
+    velocity; stellar Balmer absorption has EW_rest * continuum and a rest-frame width.
+    """
+    lines = physics.LINE_WAVELENGTHS
+    z = pop["z"]
+    zero = np.zeros_like(z)
+    narrow = {
+        "hbeta": pop["hb_flux"],
+        "oiii_4960": pop["oiii_5008_flux"] / physics.OIII_DOUBLET_RATIO,
+        "oiii_5008": pop["oiii_5008_flux"],
+        "nii_6550": pop["nii_6550_flux"],
+        "halpha": pop["ha_flux"],
+        "nii_6585": pop["nii_6585_flux"],
+        "sii_6718": pop["sii_6718_flux"],
+        "sii_6733": pop["sii_6733_flux"],
+        "siii_9533": population.SIII_9533_TO_HALPHA * pop["ha_flux"],
+        "siii_9071": population.SIII_9533_TO_HALPHA * pop["ha_flux"]
+        / population.SIII_DOUBLET_RATIO,
+    }
+    broad = {
+        "halpha": pop["broad_ha_flux"],
+        "hbeta": pop["broad_hb_flux"],
+        "nii_6585": pop["broad_nii_6585_flux"],
+        "nii_6550": pop["broad_nii_6585_flux"] / physics.NII_DOUBLET_RATIO,
+    }
+    rest, sigma_kms, velocity_kms, flux = [], [], [], []
+    for name, line_flux in narrow.items():
+        rest.append(lines[name]), sigma_kms.append(pop["sigma_v_kms"])
+        velocity_kms.append(zero), flux.append(line_flux)
+    for name, line_flux in broad.items():
+        rest.append(lines[name]), sigma_kms.append(pop["broad_sigma_kms"])
+        velocity_kms.append(pop["broad_velocity_kms"]), flux.append(line_flux)
+    for name, ew_scale in (("halpha", 1.0), ("hbeta", population.ABSORPTION_HB_TO_HA)):
+        centre = lines[name] * (1.0 + z)
+        continuum = continuum_flux(pop, centre[:, None])[:, 0]
+        rest.append(lines[name])
+        sigma_kms.append(pop["absorption_sigma_rest"] / lines[name] * physics.SPEED_OF_LIGHT_KMS)
+        velocity_kms.append(zero)
+        flux.append(-ew_scale * pop["absorption_ew_ha"] * (1.0 + z) * continuum)
+    rest = np.array(rest)[None, :]
+    doppler = 1.0 + np.stack(velocity_kms, axis=1) / physics.SPEED_OF_LIGHT_KMS
+    centres = rest * (1.0 + z[:, None]) * doppler
+    sigmas = centres * np.stack(sigma_kms, axis=1) / physics.SPEED_OF_LIGHT_KMS
+    return centres, sigmas, np.stack(flux, axis=1)
+
+
+def render_lines(edges, centres, sigmas, fluxes):
+    """Bin-averaged flux density (n, L) of Gaussian lines, integrated exactly over each bin.
+
+    edges (L+1,) or (n, L+1) [Å]; centres, sigmas [Å] and fluxes (n, K). Each component
+    is evaluated only on a window of +-LINE_HALF_WIDTH_SIGMAS around its centre.
+    """
+    edges = np.asarray(edges, float)
+    n, n_pix = centres.shape[0], edges.shape[-1] - 1
+    out = np.zeros((n, n_pix))
+    min_width = np.diff(edges, axis=-1).min()
+    for k in range(centres.shape[1]):
+        mu, s, flux = centres[:, k], sigmas[:, k], fluxes[:, k]
+        reach = LINE_HALF_WIDTH_SIGMAS * s
+        rows = np.flatnonzero((flux != 0) & (mu + reach > edges[..., 0])
+                              & (mu - reach < edges[..., -1]))
+        if rows.size == 0:
+            continue
+        width = min(int(np.ceil(2 * reach[rows].max() / min_width)) + 2, n_pix)
+        row_edges = edges[rows] if edges.ndim == 2 else edges
+        centre_bin = locate_bins(row_edges, mu[rows, None])[:, 0]
+        start = np.clip(centre_bin - width // 2, 0, n_pix - width)
+        cols = start[:, None] + np.arange(width)
+        window_edges = np.take_along_axis(np.broadcast_to(row_edges, (rows.size, n_pix + 1)),
+                                          start[:, None] + np.arange(width + 1), axis=-1)
+        cdf = ndtr((window_edges - mu[rows, None]) / s[rows, None])
+        out[rows[:, None], cols] += flux[rows, None] * np.diff(cdf) / np.diff(window_edges)
+    return out
+
+
+def add_contamination(pop, wave, flux):
+    """Add in place a neighbour's zeroth-order peak or first-order continuum to flux (n, L)."""
+    rows = np.flatnonzero(pop["contamination_kind"] > 0)
+    kind = pop["contamination_kind"][rows, None]
+    centre = pop["contamination_centre"][rows, None]
+    amplitude = pop["contamination_flux"][rows, None]
+    sigma = pop["contamination_sigma"][rows, None]
+    peak = np.exp(-0.5 * ((wave - centre) / sigma) ** 2) / (np.sqrt(2 * np.pi) * sigma)
+    half = 0.5 * pop["contamination_length"][rows, None]
+    plateau = expit((wave - centre + half) / FIRST_ORDER_EDGE_A) * expit(
+        (centre + half - wave) / FIRST_ORDER_EDGE_A)
+    flux[rows] += amplitude * np.where(kind == 1, peak, plateau)
+
+
+def model_lsf_sigma(sigma, step):
+    """LSF sigma [Å] to give `convolve_lsf` on a model grid of pixel `step` [Å].
+
+    Three one-pixel boxes widen the model's LSF: rendering lines as bin averages, the
+    kernel's integration over output pixels, and resampling's piecewise-constant bins;
+    each adds step²/12 to the variance, taken out here so the total is `sigma`.
+    """
+    return np.sqrt(np.maximum(sigma**2 - step**2 / 4.0, 0.0))
+
+
+@functools.lru_cache(maxsize=8)
+def _lowres_model_edges(instrument: Instrument) -> np.ndarray:
+    """Fine observed-frame model grid [Å] covering the instrument plus the widest LSF."""
+    step = instrument.dispersion / MODEL_OVERSAMPLING
+    widest = instrument.lsf_sigma(instrument.wave_max, population.R_EFF_RANGE_ARCSEC[1])
+    pad = 6.0 * float(widest) + 4 * instrument.dispersion
+    return np.arange(instrument.wave_min - pad, instrument.wave_max + pad + step, step)
+
+
+@functools.lru_cache(maxsize=1)
+def _hires_model_rest_edges() -> np.ndarray:
+    """Log-uniform rest-frame model grid [Å] around TARGET_GRID, HIRES_MODEL_STEP_REST wide."""
+    lo = TARGET_GRID.bin_edges[0] - HIRES_MODEL_MARGIN_REST
+    hi = TARGET_GRID.bin_edges[-1] + HIRES_MODEL_MARGIN_REST
+    n_pix = int(np.ceil(np.log(hi / lo) / np.log1p(HIRES_MODEL_STEP_REST / lo)))
+    return np.geomspace(lo, hi, n_pix + 1)
+
+
+def lowres_spectra(pop, lines, instrument: Instrument, rng: np.random.Generator,
+                   cosmic_rate: float):
+    """Noisy low-res spectra on the instrument grid: flux, ivar (n, L) float32, mask bool.
+
+    lines: `line_components(pop)`.
+    """
+    edges = _lowres_model_edges(instrument)
+    wave = 0.5 * (edges[1:] + edges[:-1])
+    size = pop["dispersion_sigma_arcsec"][:, None]
+    model = continuum_on_grid(pop, wave) + render_lines(edges, *lines)
+    step = edges[1] - edges[0]
+    model = convolve_lsf(wave, model, model_lsf_sigma(instrument.lsf_sigma(wave, size), step))
+    add_contamination(pop, wave, model)
+    model, _ = resample_flux(edges, model, None, instrument.bin_edges)
+    sigma = instrument.noise_sigma(model, size)
+    flux = model + sigma * rng.standard_normal(model.shape)
+    ivar = 1.0 / sigma**2
+    # Cosmic rays and hot pixels: a Poisson number per spectrum at random pixels, masked.
+    hits = rng.poisson(cosmic_rate, model.shape[0])
+    rows = np.repeat(np.arange(model.shape[0]), hits)
+    cols = rng.integers(0, model.shape[1], rows.size)
+    np.add.at(flux, (rows, cols), rng.uniform(*COSMIC_AMPLITUDE_SIGMAS, rows.size)
+              * sigma[rows, cols])
+    ivar[rows, cols] = 0.0
+    return {"lowres_flux": flux.astype(np.float32), "lowres_ivar": ivar.astype(np.float32),
+            "lowres_mask": ivar == 0}
+
+
+def hires_spectra(pop, lines, snr_factor: float):
+    """Noiseless R=3600 target spectra (n, 320) and the ivar of a MOSFIRE-like observation.
+
+    lines: `line_components(pop)`. hires_ivar is constant per object, set so the
+    matched-filter Hα S/N equals `snr_factor` x `pop["ha_snr"]` (the grism's).
+    """
+    # Integrating f_obs over the observed bins TARGET_GRID.bin_edges (1+z) and dividing by
+    # their width equals doing it for g(λ) = f_obs(λ (1+z)) over the rest bins; g has the
+    # lines at rest wavelengths with rest widths and fluxes F/(1+z), and R is unchanged.
+    # So the model is built on one rest-frame grid shared by all galaxies.
+    rest_edges = _hires_model_rest_edges()
+    rest_wave = 0.5 * (rest_edges[1:] + rest_edges[:-1])
+    opz = 1.0 + pop["z"][:, None]
+    centres, sigmas, fluxes = lines
+    model = (continuum_on_grid(pop, rest_wave * opz)
+             + render_lines(rest_edges, centres / opz, sigmas / opz, fluxes / opz))
+    step = np.diff(rest_edges)
+    model = convolve_lsf(rest_wave, model, model_lsf_sigma(TARGET_GRID.lsf_sigma(rest_wave), step))
+    flux, _ = resample_flux(rest_edges, model, None, TARGET_GRID.bin_edges)
+    # Hα in target units integrates to F/(1+z) over rest Å; its width adds the R=3600 LSF;
+    # matched-filter S/N = F' / (noise sqrt(2 sqrt(pi) sigma * 1 Å bin)).
+    line_sigma = np.hypot(physics.velocity_to_sigma_angstrom(pop["sigma_v_kms"], _HALPHA),
+                          TARGET_GRID.lsf_sigma(_HALPHA))
+    snr = snr_factor * pop["ha_snr"]
+    noise = pop["ha_flux"] / (1.0 + pop["z"]) / (snr * np.sqrt(2 * np.sqrt(np.pi) * line_sigma))
+    ivar = np.broadcast_to(1.0 / noise[:, None] ** 2, flux.shape)
+    return {"hires_flux": flux.astype(np.float32), "hires_ivar": ivar.astype(np.float32),
+            "hires_mask": np.zeros(flux.shape, bool)}

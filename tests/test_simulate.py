@@ -1,0 +1,138 @@
+"""Simulator: contract fields, determinism, line physics of the targets, population trends."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from specsr_keras import physics, simulate
+from specsr_keras.instruments import INSTRUMENTS, TARGET_GRID, LineLimit, get_instrument
+from specsr_keras.simulate import TRUTH_FIELDS, iter_simulated_batches, simulate_galaxies
+from specsr_keras.simulate.population import SimulationOptions, draw_population, redshift_range
+
+# Only the emission lines: no continuum, absorption, broad lines or contamination.
+LINES_ONLY = dict(continuum=False, stellar_absorption=False, agn_fraction=0.0,
+                  outflow_fraction=0.0, contamination_fraction=0.0, cosmic_rate=0.0,
+                  min_ha_snr=0.0)
+
+
+@pytest.fixture(scope="module")
+def batch():
+    return simulate_galaxies(48, "euclid_nisp_red", seed=3)
+
+
+def test_batch_has_every_contract_field_with_shape_and_dtype(batch):
+    n, n_pix = 48, get_instrument("euclid_nisp_red").grid.n_pixels
+    expected = {
+        "image": ((n, 64, 64, 4), np.float32), "lowres_flux": ((n, n_pix), np.float32),
+        "lowres_ivar": ((n, n_pix), np.float32), "lowres_mask": ((n, n_pix), np.bool_),
+        "hires_flux": ((n, 320), np.float32), "hires_ivar": ((n, 320), np.float32),
+        "hires_mask": ((n, 320), np.bool_),
+        **{name: ((n,), dtype) for name, dtype in TRUTH_FIELDS.items()},
+    }
+    assert set(batch) == set(expected)
+    for name, (shape, dtype) in expected.items():
+        assert batch[name].shape == shape, name
+        assert batch[name].dtype == dtype, name
+        assert np.all(np.isfinite(batch[name])), name
+    np.testing.assert_array_equal(batch["lowres_mask"], batch["lowres_ivar"] == 0)
+    assert not batch["hires_mask"].any() and np.all(batch["hires_ivar"] > 0)
+    assert np.all(batch["ha_snr"] >= SimulationOptions().min_ha_snr)
+    assert np.unique(batch["object_id"]).size == n
+
+
+def test_same_seed_is_identical_and_other_seed_differs():
+    first = simulate_galaxies(12, "g141", seed=7)
+    again = simulate_galaxies(12, "g141", seed=7)
+    other = simulate_galaxies(12, "g141", seed=8)
+    for name in first:
+        np.testing.assert_array_equal(first[name], again[name], err_msg=name)
+    for name in ("image", "lowres_flux", "hires_flux", "z", "log_mstar"):
+        assert not np.array_equal(first[name], other[name]), name
+
+
+@pytest.mark.parametrize("name", sorted(INSTRUMENTS))
+def test_redshift_range_keeps_target_window_inside_instrument(name):
+    inst = get_instrument(name)
+    z_lo, z_hi = redshift_range(inst)
+    assert TARGET_GRID.bin_edges[0] * (1 + z_lo) == pytest.approx(inst.wave_min)
+    assert TARGET_GRID.bin_edges[-1] * (1 + z_hi) == pytest.approx(inst.wave_max)
+
+
+def window_flux(batch, lo, hi):
+    """Line flux [1e-17 erg/s/cm²] of the target between rest wavelengths lo and hi [Å]."""
+    inside = (TARGET_GRID.bin_edges[:-1] >= lo) & (TARGET_GRID.bin_edges[1:] <= hi)
+    return batch["hires_flux"][:, inside].astype(float).sum(-1) * (1 + batch["z"]) * 1.0
+
+
+def test_noiseless_target_recovers_nii_ratios_by_direct_integration():
+    batch = simulate_galaxies(160, "euclid", seed=11, **LINES_ONLY)
+    narrow = batch["sigma_v_kms"] < 60.0  # lines separated by > 4.5 sigma
+    assert narrow.sum() >= 20
+    nii_6550 = window_flux(batch, 6535.0, 6557.0)[narrow]
+    halpha = window_flux(batch, 6557.0, 6575.0)[narrow]
+    nii_6585 = window_flux(batch, 6575.0, 6600.0)[narrow]
+    np.testing.assert_allclose(nii_6585 / nii_6550, physics.NII_DOUBLET_RATIO, rtol=0.01)
+    np.testing.assert_allclose(np.log10(nii_6585 / halpha), batch["n2"][narrow], atol=0.0043)
+    np.testing.assert_allclose(halpha, batch["ha_flux"][narrow], rtol=0.01)
+
+
+def test_lowres_spectrum_conserves_line_flux_through_lsf_and_resampling():
+    euclid = get_instrument("euclid")
+    noiseless = dataclasses.replace(euclid, line_limit=LineLimit(1e-9, 3.5, 15500.0))
+    batch = simulate_galaxies(80, noiseless, seed=5, **LINES_ONLY)
+    compact = batch["r_eff_arcsec"] < 0.3  # LSF sigma < 16 Å: a +-95 Å window holds it
+    centre = physics.LINE_WAVELENGTHS["halpha"] * (1 + batch["z"][compact])
+    inside = np.abs(euclid.wavelength - centre[:, None]) < 95.0
+    measured = (batch["lowres_flux"][compact] * inside).sum(-1) * euclid.dispersion
+    expected = (batch["ha_flux"] + batch["nii_6585_flux"] + batch["nii_6550_flux"])[compact]
+    assert compact.sum() >= 10
+    np.testing.assert_allclose(measured, expected, rtol=0.01)
+
+
+def test_median_n2_rises_with_mass_along_faisst():
+    rng = np.random.default_rng(4)
+    options = SimulationOptions(**{**LINES_ONLY, "log_mstar_range": (8.5, 11.0)})
+    pop = draw_population(6000, get_instrument("euclid"), rng, options)
+    edges = [8.5, 9.25, 10.0, 10.5, 11.0]
+    medians = [np.median(pop["n2"][(pop["log_mstar"] >= lo) & (pop["log_mstar"] < hi)])
+               for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+    assert np.all(np.diff(medians) > 0.05)
+    residual = pop["n2"] - physics.faisst_n2(pop["log_mstar"], np.round(pop["z"], 2))
+    assert abs(np.median(residual)) < 0.05
+    assert np.std(residual) == pytest.approx(np.mean(physics.faisst_n2_scatter(pop["z"])), rel=0.2)
+
+
+def test_population_flags_match_requested_fractions():
+    pop = draw_population(8000, get_instrument("euclid"), np.random.default_rng(9),
+                          SimulationOptions(min_ha_snr=0.0))
+    assert pop["is_agn"].mean() == pytest.approx(0.03, abs=0.01)
+    assert pop["is_contaminated"].mean() == pytest.approx(0.05, abs=0.01)
+    assert pop["has_broad"][~pop["is_agn"]].mean() == pytest.approx(0.10, abs=0.015)
+    agn_n2 = pop["n2"][pop["is_agn"]]
+    assert agn_n2.min() >= -0.2 and agn_n2.max() <= 0.3
+    sf_sigma = pop["sigma_v_kms"][~pop["is_agn"]]
+    assert 40.0 < np.median(sf_sigma) < 150.0
+
+
+def test_unknown_option_is_a_value_error():
+    with pytest.raises(ValueError, match="bad simulation option"):
+        simulate_galaxies(2, "euclid", seed=0, colour="blue")
+
+
+def test_iter_batches_are_independent_of_workers(monkeypatch):
+    monkeypatch.setattr(simulate, "CHUNK_SIZE", 8)
+    serial = list(iter_simulated_batches(20, "euclid", seed=2, first_object_id=100))
+    parallel = list(iter_simulated_batches(20, "euclid", seed=2, workers=2, first_object_id=100))
+    assert [len(b["z"]) for b in serial] == [8, 8, 4]
+    np.testing.assert_array_equal(np.concatenate([b["object_id"] for b in serial]),
+                                  np.arange(100, 120))
+    for one, two in zip(serial, parallel, strict=True):
+        np.testing.assert_array_equal(one["lowres_flux"], two["lowres_flux"])
+
+
+def test_plot_examples_writes_a_png(batch, tmp_path):
+    from specsr_keras.simulate.plot import plot_examples
+
+    path = plot_examples(batch, tmp_path / "examples.png", n=2)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
