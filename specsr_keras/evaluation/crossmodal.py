@@ -1,0 +1,175 @@
+"""Cross-modal metrics on plain arrays: retrieval, kNN regression, anomalies, generation.
+
+Anchors (SCIENCE.md): AstroCLIP (Parker et al. 2024) reaches zero-shot kNN redshift
+R² 0.79 from images and 0.99 from spectra. Row i of every array is one galaxy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import rankdata
+
+from specsr_keras.evaluation.metrics import nmad
+
+__all__ = ["CrossModalInputs", "anomaly_auroc", "anomaly_inputs", "crossmodal_metrics",
+           "generation_metrics", "knn_r2", "retrieval_top_k", "roc_curve"]
+
+# Catastrophic redshift outlier: |Δz| / (1 + z) above this.
+OUTLIER_DZ = 0.15
+# False-positive rate at which the anomaly precision is quoted.
+ANOMALY_FPR = 0.01
+
+
+@dataclass
+class CrossModalInputs:
+    """Optional arrays aligned with the rows of the headline held-out set.
+
+    image_embeddings, spectrum_embeddings: (N, D) shared-space embeddings;
+    generated_z: (N,) redshifts measured on spectra generated from images;
+    anomaly_scores: (N,) (higher = more anomalous; default: the model's anomaly_score);
+    anomaly_labels: (N,) bool (default: truth is_agn | has_broad | is_contaminated).
+    """
+
+    image_embeddings: np.ndarray | None = None
+    spectrum_embeddings: np.ndarray | None = None
+    generated_z: np.ndarray | None = None
+    anomaly_scores: np.ndarray | None = None
+    anomaly_labels: np.ndarray | None = None
+
+
+def _unit_rows(x):
+    x = np.asarray(x, np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def retrieval_top_k(emb_a, emb_b, ks=(1, 5), batch: int = 1000) -> dict[str, float]:
+    """Fraction of rows of emb_a whose partner (same row of emb_b) is among the k most
+    cosine-similar rows of emb_b, for each k: {"top1": ..., "top5": ...}.
+
+    Queries run in batches of `batch` rows, so memory is batch x N. Ties count against
+    the match (rank = number of candidates at least as similar, other than the partner).
+    """
+    a, b = _unit_rows(emb_a), _unit_rows(emb_b)
+    if a.shape != b.shape:
+        raise ValueError(f"embeddings must have equal shapes, got {a.shape} and {b.shape}")
+    ranks = np.empty(len(a), np.int64)
+    for start in range(0, len(a), batch):
+        sims = a[start:start + batch] @ b.T
+        rows = np.arange(sims.shape[0])
+        own = sims[rows, start + rows]
+        ranks[start:start + batch] = (sims >= own[:, None]).sum(axis=1) - 1
+    return {f"top{k}": float(np.mean(ranks < k)) for k in ks}
+
+
+def knn_r2(embeddings, target, k: int = 16, folds: int = 5, seed: int = 0) -> float:
+    """Out-of-fold R² of a k-nearest-neighbour (cosine) mean regression of target.
+
+    Rows are shuffled (seed) into `folds` folds; each fold is predicted from the others.
+    R² = 1 - Σ(y - ŷ)² / Σ(y - ȳ)² over all rows with a finite target.
+    """
+    from sklearn.neighbors import NearestNeighbors
+
+    x, y = _unit_rows(embeddings), np.asarray(target, np.float64)
+    good = np.isfinite(y) & np.all(np.isfinite(x), axis=1)
+    x, y = x[good], y[good]
+    if len(y) < folds * 2:
+        return float("nan")
+    fold = np.random.default_rng(seed).permutation(len(y)) % folds
+    predicted = np.empty_like(y)
+    for f in range(folds):
+        train, test = fold != f, fold == f
+        neighbours = NearestNeighbors(n_neighbors=min(k, int(train.sum()))).fit(x[train])
+        _, index = neighbours.kneighbors(x[test])
+        predicted[test] = y[train][index].mean(axis=1)
+    return float(1.0 - np.sum((y - predicted) ** 2) / np.sum((y - y.mean()) ** 2))
+
+
+def _finite_scores(scores, labels):
+    scores, labels = np.asarray(scores, np.float64), np.asarray(labels, bool)
+    good = np.isfinite(scores)
+    return scores[good], labels[good]
+
+
+def roc_curve(scores, labels) -> dict[str, np.ndarray]:
+    """ROC points (one per distinct score, from the strictest threshold) of finite scores:
+    {"fpr", "tpr", "tp", "fp"}, starting at (0, 0)."""
+    scores, labels = _finite_scores(scores, labels)
+    order = np.argsort(-scores, kind="stable")
+    scores, labels = scores[order], labels[order]
+    last_of_value = np.r_[np.flatnonzero(np.diff(scores)), scores.size - 1]
+    tp = np.r_[0, np.cumsum(labels)[last_of_value]]
+    fp = np.r_[0, np.cumsum(~labels)[last_of_value]]
+    n_pos, n_neg = max(int(labels.sum()), 1), max(int((~labels).sum()), 1)
+    return {"fpr": fp / n_neg, "tpr": tp / n_pos, "tp": tp, "fp": fp}
+
+
+def anomaly_auroc(scores, labels, fpr: float = ANOMALY_FPR) -> dict:
+    """AUROC (Mann-Whitney, ties half) and precision at `fpr` of finite scores.
+
+    Returns {"n", "n_anomalous", "auroc", "precision_at_1pct_fpr"}; NaN without both classes.
+    """
+    scores, labels = _finite_scores(scores, labels)
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    out = {"n": int(scores.size), "n_anomalous": n_pos, "auroc": float("nan"),
+           "precision_at_1pct_fpr": float("nan")}
+    if n_pos == 0 or n_neg == 0:
+        return out
+    ranks = rankdata(scores)
+    out["auroc"] = float((ranks[labels].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    roc = roc_curve(scores, labels)
+    point = np.flatnonzero(roc["fpr"] <= fpr)[-1]
+    flagged = roc["tp"][point] + roc["fp"][point]
+    out["precision_at_1pct_fpr"] = float(roc["tp"][point] / flagged) if flagged else float("nan")
+    return out
+
+
+def generation_metrics(pred_z, true_z, outlier_dz: float = OUTLIER_DZ) -> dict:
+    """Redshift accuracy of generated spectra: {"n", "z_bias", "z_nmad", "outlier_fraction"}
+    of Δz/(1+z) (outlier: |Δz|/(1+z) > outlier_dz; a non-finite prediction is an outlier)."""
+    pred_z, true_z = np.asarray(pred_z, np.float64), np.asarray(true_z, np.float64)
+    dz = (pred_z - true_z) / (1.0 + true_z)
+    finite = dz[np.isfinite(dz)]
+    return {"n": int(dz.size), "z_bias": float(np.median(finite)) if finite.size else np.nan,
+            "z_nmad": nmad(finite),
+            "outlier_fraction": float(np.mean(~(np.abs(dz) <= outlier_dz))) if dz.size else np.nan}
+
+
+def anomaly_inputs(inputs: CrossModalInputs, truth: dict, model_scores):
+    """(scores, labels, source) for the anomaly metrics, or None without scores.
+
+    Scores: inputs.anomaly_scores, else the model's `model_scores`; labels:
+    inputs.anomaly_labels, else truth is_agn | has_broad | is_contaminated.
+    """
+    scores = inputs.anomaly_scores if inputs.anomaly_scores is not None else model_scores
+    if scores is None:
+        return None
+    labels = inputs.anomaly_labels
+    if labels is None:
+        labels = truth["is_agn"] | truth["has_broad"] | truth["is_contaminated"]
+    source = "given" if inputs.anomaly_scores is not None else "model anomaly_score"
+    return scores, labels, source
+
+
+def crossmodal_metrics(inputs: CrossModalInputs, truth: dict, model_scores) -> dict:
+    """Every cross-modal metric whose inputs exist (None for the others).
+
+    truth: the headline set's truth columns (z, is_agn, has_broad, is_contaminated);
+    model_scores: the model's anomaly_score (see anomaly_inputs).
+    """
+    image, spectrum = inputs.image_embeddings, inputs.spectrum_embeddings
+    out = {"retrieval": None, "knn_r2": None, "generation": None, "anomaly": None}
+    if image is not None and spectrum is not None:
+        out["retrieval"] = {"image_to_spectrum": retrieval_top_k(image, spectrum),
+                            "spectrum_to_image": retrieval_top_k(spectrum, image)}
+    knn = {name: knn_r2(emb, truth["z"]) for name, emb in (("image", image), ("spectrum", spectrum))
+           if emb is not None}
+    out["knn_r2"] = knn or None
+    if inputs.generated_z is not None:
+        out["generation"] = generation_metrics(inputs.generated_z, truth["z"])
+    anomaly = anomaly_inputs(inputs, truth, model_scores)
+    if anomaly is not None:
+        scores, labels, source = anomaly
+        out["anomaly"] = {**anomaly_auroc(scores, labels), "source": source}
+    return out

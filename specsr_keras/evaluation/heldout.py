@@ -1,0 +1,195 @@
+"""Per-object estimates of specsr and its baselines on one held-out shard directory.
+
+Every method yields a dict of (N,) arrays `<q>_p16/p50/p84` (the Predictor format):
+
+- `specsr`: the model under evaluation (`load_predictor`); plain `baseline` is loaded
+  as `baseline:<instrument>` of each set, so it sees its own grid.
+- `lowres_fit`: `direct_lowres_fit` of the low-res spectrum: the instrument LSF for
+  its reference source size, fixed [NII] doublet ratio, physical bounds, z_guess =
+  z_prior (SCIENCE.md lesson 2: the honest baseline, same fitter as for model outputs).
+- `faisst`: N2 of Faisst et al. 2018 at the true log M* and z_prior, 1σ = intrinsic
+  scatter; Hα from de-blending the low-res fit's Hα + [NII] flux with that N2.
+- `ceiling`: fit of the true R=3600 target plus MOSFIRE-like noise from `hires_ivar`.
+- `centroid`: redshift only, the naive blend centroid ignoring [NII] (Martens et al. 2019).
+Units: line fluxes 1e-17 erg/s/cm², N2 dex, Å.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from specsr_keras.data.shards import iter_shard_batches, load_shards, read_manifest
+from specsr_keras.evaluation.metrics import SNR_BINS, bin_masks
+from specsr_keras.inference.predictors import cached_predictor, target_grid_model
+from specsr_keras.inference.runner import chunk_seed
+from specsr_keras.instruments import TARGET_GRID, get_instrument
+from specsr_keras.measure import (
+    ceiling_fit,
+    centroid_redshift_ignoring_nii,
+    deblend_halpha_with_prior,
+    direct_lowres_fit,
+    faisst_prior_n2,
+)
+from specsr_keras.reporting import Reporter
+from specsr_keras.resampling import resample_flux
+
+__all__ = ["HeldOutSet", "TRUTH_FIELDS", "run_held_out_set", "predictor_for"]
+
+TRUTH_FIELDS = ("object_id", "z", "z_prior", "log_mstar", "n2", "ha_flux", "nii_6585_flux",
+                "ha_snr", "is_agn", "has_broad", "is_contaminated")
+SPECTRUM_FIELDS = ("lowres_flux", "lowres_ivar", "lowres_mask", "hires_flux", "hires_ivar",
+                   "hires_mask")
+FIT_QUANTITIES = ("ha_flux", "nii_6585_flux", "n2", "z")
+
+
+@dataclass
+class HeldOutSet:
+    """One evaluated directory: truth columns, per-method estimates and example spectra.
+
+    estimates: method -> column -> (N,) array; examples: a few rows (one per S/N bin)
+    with `index`, `lowres_wave` (L,), `lowres_flux/ivar` (E, L), `hires_truth`,
+    `lowres_fit_model`, `ceiling_model` and, if the model gave them, `sr_mean/sr_std`
+    (E, 320) on the rest-frame TARGET_GRID.
+    """
+
+    directory: str
+    instrument: str
+    provenance: dict
+    truth: dict[str, np.ndarray]
+    estimates: dict[str, dict[str, np.ndarray]]
+    examples: dict[str, np.ndarray]
+
+
+def predictor_for(model: str, instrument: str):
+    """The model's predictor; plain 'baseline' becomes the direct fit on `instrument`'s grid."""
+    return cached_predictor(f"baseline:{instrument}" if model == "baseline" else model)
+
+
+def percentile_columns(fit: dict, quantities) -> dict[str, np.ndarray]:
+    """Gaussian p16/p50/p84 columns (value ∓ 1σ) from a fit's `<q>` and `<q>_err`."""
+    out = {}
+    for q in quantities:
+        value, error = fit[q], fit[q + "_err"]
+        out.update({f"{q}_p16": value - error, f"{q}_p50": value, f"{q}_p84": value + error})
+    return out
+
+
+def example_rows(ha_snr, count_per_bin: int = 1) -> np.ndarray:
+    """Indices of the first `count_per_bin` objects of each Hα S/N bin, sorted."""
+    rows = [np.flatnonzero(mask)[:count_per_bin] for mask in bin_masks(ha_snr, SNR_BINS).values()]
+    return np.sort(np.concatenate(rows)).astype(int)
+
+
+def run_held_out_set(directory, model: str, *, set_index: int = 0, max_examples=None,
+                     samples: int = 16, seed: int = 0, batch_size: int = 256,
+                     reporter: Reporter | None = None) -> HeldOutSet:
+    """Run the model and the baselines over (the first max_examples of) one shard directory."""
+    reporter = reporter or Reporter()
+    manifest = read_manifest(directory)
+    if "instrument" not in manifest:
+        raise ValueError(f"{Path(directory) / 'manifest.json'}: no instrument recorded")
+    instrument = get_instrument(manifest["instrument"])
+    predictor = predictor_for(model, instrument.name)
+    truth = load_shards(directory, fields=TRUTH_FIELDS, max_examples=max_examples)
+    n = len(truth["z"])
+    if n == 0:
+        raise ValueError(f"{directory}: no examples to evaluate")
+    examples_at = example_rows(truth["ha_snr"])
+    lsf = instrument.lsf_sigma(instrument.wavelength, instrument.resolving_power_source_sigma)
+    parts: dict[str, list[dict]] = {}
+    example_parts = []
+    with reporter.task(f"evaluate {instrument.name}", total=n) as advance:
+        batches = iter_shard_batches(directory, batch_size, fields=SPECTRUM_FIELDS)
+        for number, (start, batch) in enumerate(_first_rows(batches, n)):
+            rows = slice(start, start + len(batch["lowres_flux"]))
+            truth_rows = {key: value[rows] for key, value in truth.items()}
+            local_examples = examples_at[(examples_at >= rows.start) & (examples_at < rows.stop)]
+            out = _estimate_batch(batch, truth_rows, instrument, predictor, lsf,
+                                  chunk_seed(seed, set_index, number), samples,
+                                  local_examples - start)
+            for method, columns in out["estimates"].items():
+                parts.setdefault(method, []).append(columns)
+            if local_examples.size:
+                example_parts.append({**out["examples"], "index": local_examples})
+            advance(rows.stop - rows.start)
+    estimates = {method: {key: np.concatenate([p[key] for p in pieces]) for key in pieces[0]}
+                 for method, pieces in parts.items()}
+    examples = ({key: np.concatenate([p[key] for p in example_parts]) for key in example_parts[0]}
+                if example_parts else {"index": examples_at})
+    examples["lowres_wave"] = instrument.wavelength
+    provenance = {
+        "directory": str(directory), "instrument": instrument.name,
+        "kind": manifest.get("kind"), "seed": manifest.get("seed"),
+        "simulator_version": manifest.get("simulator_version"),
+        "count_total": manifest["count"], "count_used": n,
+        "model_id": predictor.model_id, "model_version": getattr(predictor, "version", None),
+        "model_instrument": predictor.instrument,
+    }
+    return HeldOutSet(str(directory), instrument.name, provenance, truth, estimates, examples)
+
+
+def _first_rows(batches, n):
+    """(start row, batch) pairs covering the first n rows."""
+    start = 0
+    for batch in batches:
+        if start >= n:
+            return
+        take = min(n - start, len(batch["lowres_flux"]))
+        yield start, {key: value[:take] for key, value in batch.items()}
+        start += take
+
+
+def _estimate_batch(batch, truth, instrument, predictor, lsf, batch_seed, samples, example_idx):
+    """All methods' columns for one batch, and the example rows' spectra and models."""
+    flux = np.asarray(batch["lowres_flux"], np.float64)
+    ivar = np.where(batch["lowres_mask"], 0.0, np.asarray(batch["lowres_ivar"], np.float64))
+    edges, z_prior = instrument.bin_edges, truth["z_prior"]
+
+    specsr = predictor.predict(_predictor_inputs(flux, ivar, z_prior, instrument, predictor),
+                               samples=samples, seed=batch_seed,
+                               save_spectra=bool(example_idx.size))
+    fit = direct_lowres_fit(edges, flux, ivar, lsf, z_prior)
+    hires_ivar = np.where(batch["hires_mask"], 0.0, batch["hires_ivar"])
+    ceiling = ceiling_fit(batch["hires_flux"], hires_ivar, truth["z"], TARGET_GRID.bin_edges,
+                          TARGET_GRID.lsf_sigma(TARGET_GRID.wavelength), seed=batch_seed)
+    centroid = centroid_redshift_ignoring_nii(edges, flux, ivar, lsf, z_prior)
+    prior = faisst_prior_n2(truth["log_mstar"], z_prior)
+    deblended = deblend_halpha_with_prior(fit["ha_nii_flux"], fit["ha_nii_flux_err"],
+                                          prior["n2"], prior["n2_err"])
+    faisst = {"n2": prior["n2"], "n2_err": prior["n2_err"], "ha_flux": deblended["ha_flux"],
+              "ha_flux_err": deblended["ha_flux_err"]}
+    estimates = {
+        "specsr": {key: np.asarray(value) for key, value in specsr.items()
+                   if key not in ("sr_mean", "sr_std")},
+        "lowres_fit": percentile_columns(fit, FIT_QUANTITIES),
+        "faisst": percentile_columns(faisst, ("n2", "ha_flux")),
+        "ceiling": percentile_columns(ceiling, FIT_QUANTITIES),
+        "centroid": percentile_columns(centroid, ("z",)),
+    }
+
+    def rows_of(result):
+        return {key: np.asarray(value)[example_idx] for key, value in result.items()}
+
+    examples = {
+        "lowres_flux": flux[example_idx], "lowres_ivar": ivar[example_idx],
+        "hires_truth": np.asarray(batch["hires_flux"])[example_idx],
+        "lowres_fit_model": target_grid_model(rows_of(fit))[0],
+        "ceiling_model": target_grid_model(rows_of(ceiling))[0],
+    }
+    examples.update({key: np.asarray(specsr[key])[example_idx]
+                     for key in ("sr_mean", "sr_std") if key in specsr})
+    return {"estimates": estimates, "examples": examples}
+
+
+def _predictor_inputs(flux, ivar, z_prior, instrument, predictor) -> dict:
+    """The predictor's batch, resampled onto its grid if it is another instrument's."""
+    if predictor.instrument != instrument.name:
+        target = get_instrument(predictor.instrument)
+        flux, ivar = resample_flux(instrument.bin_edges, flux, ivar, target.bin_edges)
+    n = len(z_prior)
+    return {"lowres_flux": flux.astype(np.float32), "lowres_ivar": ivar.astype(np.float32),
+            "lowres_mask": ivar <= 0, "z_prior": np.asarray(z_prior, np.float64),
+            "instrument_id": np.full(n, instrument.instrument_id, np.int64)}

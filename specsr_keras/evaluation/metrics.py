@@ -1,0 +1,183 @@
+"""Accuracy and calibration statistics on plain arrays (NaN-aware).
+
+Errors are per quantity: N2 in dex (estimate - truth), line fluxes as fractions
+(estimate / truth - 1), redshifts as Δz / (1 + z). Interval coverage uses the
+percentile columns of docs/contracts.md (`<q>_p16/p50/p84`, optionally `<q>_p2_5` and
+`<q>_p97_5`); where only p16/p84 exist the 95 % interval is the Gaussian one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import ndtri
+from scipy.stats import theilslopes
+
+__all__ = ["NMAD_SCALE", "SNR_BINS", "MASS_BINS", "N2_BINS", "ERROR_METHODS", "bin_masks",
+           "coverage", "calibration_curve", "error_of", "error_stats", "nmad", "robust_slope",
+           "set_metrics", "standardized_residual", "summarize"]
+
+# NMAD = 1.4826 median|x - median x|: equals sigma for a Gaussian.
+NMAD_SCALE = 1.4826
+# Bins (label, low, high), low inclusive: Hα S/N (truth `ha_snr`), log M*/Msun, true N2.
+SNR_BINS = (("3-5", 3.0, 5.0), ("5-10", 5.0, 10.0), ("10-20", 10.0, 20.0), (">20", 20.0, np.inf))
+MASS_BINS = (("<9.5", -np.inf, 9.5), ("9.5-10", 9.5, 10.0), ("10-10.5", 10.0, 10.5),
+             (">=10.5", 10.5, np.inf))
+N2_BINS = (("<-1.0", -np.inf, -1.0), ("-1.0..-0.7", -1.0, -0.7), ("-0.7..-0.4", -0.7, -0.4),
+           (">=-0.4", -0.4, np.inf))
+# Theil-Sen is O(n²) in memory and time: larger samples are thinned evenly to this size.
+_SLOPE_MAX_POINTS = 2000
+
+
+def nmad(x) -> float:
+    """Normalised median absolute deviation of the finite values (NaN if none)."""
+    x = np.asarray(x, float)
+    x = x[np.isfinite(x)]
+    if x.size == 0:
+        return float("nan")
+    return float(NMAD_SCALE * np.median(np.abs(x - np.median(x))))
+
+
+def robust_slope(truth, estimate) -> float:
+    """Theil-Sen slope of estimate vs truth (1 = no shrinkage); NaN with < 3 finite pairs."""
+    truth, estimate = np.asarray(truth, float), np.asarray(estimate, float)
+    good = np.isfinite(truth) & np.isfinite(estimate)
+    truth, estimate = truth[good], estimate[good]
+    if truth.size < 3 or np.ptp(truth) == 0:
+        return float("nan")
+    if truth.size > _SLOPE_MAX_POINTS:
+        keep = np.linspace(0, truth.size - 1, _SLOPE_MAX_POINTS).astype(int)
+        truth, estimate = truth[keep], estimate[keep]
+    return float(theilslopes(estimate, truth).slope)
+
+
+def error_of(quantity: str, estimate, truth):
+    """Per-object error: dex for n2, Δz/(1 + z) for z, fractional for line fluxes."""
+    estimate, truth = np.asarray(estimate, float), np.asarray(truth, float)
+    if quantity == "n2":
+        return estimate - truth
+    if quantity == "z":
+        return (estimate - truth) / (1.0 + truth)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return estimate / truth - 1.0
+
+
+def error_stats(errors) -> dict:
+    """{"n": finite count, "bias": median, "nmad": NMAD} of an error array."""
+    errors = np.asarray(errors, float)
+    finite = errors[np.isfinite(errors)]
+    bias = float(np.median(finite)) if finite.size else float("nan")
+    return {"n": int(finite.size), "bias": bias, "nmad": nmad(finite)}
+
+
+def bin_masks(values, bins) -> dict[str, np.ndarray]:
+    """{label: boolean mask} of values in [low, high) for each (label, low, high)."""
+    values = np.asarray(values, float)
+    return {label: (values >= low) & (values < high) for label, low, high in bins}
+
+
+def standardized_residual(truth, p16, p50, p84):
+    """(truth - p50) in units of the one-sided 1σ (p84 - p50 above, p50 - p16 below).
+
+    |r| <= 1 exactly when truth lies in [p16, p84]; NaN where the interval is unusable.
+    """
+    truth, p16, p50, p84 = (np.asarray(a, float) for a in (truth, p16, p50, p84))
+    above = truth >= p50
+    sigma = np.where(above, p84 - p50, p50 - p16)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = (truth - p50) / sigma
+    return np.where(sigma > 0, r, np.where(truth == p50, 0.0, np.nan))
+
+
+def coverage(truth, columns: dict, quantity: str) -> dict:
+    """Fraction of truths inside the 68 % and 95 % intervals of `quantity`.
+
+    columns: an estimate dict with `<q>_p16/p50/p84` (and optional `<q>_p2_5`,
+    `<q>_p97_5`, used for the 95 % interval when present). Returns {"n", "68", "95"}.
+    """
+    truth = np.asarray(truth, float)
+    r = standardized_residual(truth, *(columns[f"{quantity}_{p}"] for p in ("p16", "p50", "p84")))
+    good = np.isfinite(r) & np.isfinite(truth)
+    if f"{quantity}_p2_5" in columns:
+        lo, hi = columns[f"{quantity}_p2_5"], columns[f"{quantity}_p97_5"]
+        inside_95 = (truth >= lo) & (truth <= hi)
+    else:
+        inside_95 = np.abs(r) <= ndtri(0.975)
+    n = int(good.sum())
+
+    def fraction(inside):
+        return float(np.mean(inside[good])) if n else float("nan")
+
+    return {"n": n, "68": fraction(np.abs(r) <= 1.0), "95": fraction(inside_95)}
+
+
+def calibration_curve(truth, columns: dict, quantity: str, levels=None) -> dict:
+    """Empirical coverage of Gaussian central intervals built from p16/p50/p84.
+
+    Returns {"nominal": levels, "empirical": fractions}; a calibrated estimator lies on
+    the diagonal, an over-confident one below it.
+    """
+    levels = np.linspace(0.05, 0.95, 19) if levels is None else np.asarray(levels, float)
+    r = standardized_residual(truth, *(columns[f"{quantity}_{p}"] for p in ("p16", "p50", "p84")))
+    r = np.abs(r[np.isfinite(r)])
+    half_width = ndtri(0.5 + levels / 2.0)
+    empirical = [float(np.mean(r <= h)) if r.size else float("nan") for h in half_width]
+    return {"nominal": levels.tolist(), "empirical": empirical}
+
+
+# Methods compared per quantity, in table order (see evaluation/heldout.py).
+ERROR_METHODS = {
+    "n2": ("specsr", "lowres_fit", "faisst", "ceiling"),
+    "ha_flux": ("specsr", "lowres_fit", "faisst", "ceiling"),
+    "z": ("centroid", "lowres_fit", "specsr", "ceiling"),
+}
+COVERAGE_QUANTITIES = ("ha_flux", "nii_6585_flux", "n2", "z")
+# Hα S/N threshold of the flat headline metrics.
+HEADLINE_MIN_SNR = 10.0
+
+
+def summarize(truth: dict, estimates: dict, mask) -> dict:
+    """Statistics of the rows in `mask`: count, per-quantity error stats and coverage.
+
+    truth: columns z, n2, ha_flux, nii_6585_flux, ...; estimates: method -> columns.
+    Returns {"n", "n2": {method: {n, bias, nmad, slope}}, "ha_flux": {method: {n, bias,
+    nmad}}, "z": {...}, "coverage": {quantity: {method: {n, "68", "95"}}}}.
+    """
+    mask = np.asarray(mask, bool)
+    rows = {m: {key: np.asarray(col)[mask] for key, col in cols.items()}
+            for m, cols in estimates.items()}
+    true = {key: np.asarray(col)[mask] for key, col in truth.items()}
+    out: dict = {"n": int(mask.sum())}
+    for quantity, methods in ERROR_METHODS.items():
+        out[quantity] = {}
+        for method in methods:
+            estimate = rows.get(method, {}).get(f"{quantity}_p50")
+            if estimate is None:
+                continue
+            stats = error_stats(error_of(quantity, estimate, true[quantity]))
+            if quantity == "n2":
+                stats["slope"] = robust_slope(true[quantity], estimate)
+            out[quantity][method] = stats
+    out["coverage"] = {q: {m: coverage(true[q], cols, q) for m, cols in rows.items()
+                           if f"{q}_p16" in cols}
+                       for q in COVERAGE_QUANTITIES}
+    return out
+
+
+def set_metrics(truth: dict, estimates: dict) -> dict:
+    """summarize() over all rows, Hα S/N >= HEADLINE_MIN_SNR, and the S/N, stellar-mass and
+    true-N2 bins; plus calibration curves per quantity and method."""
+    def over(values, bins):
+        return {label: summarize(truth, estimates, mask)
+                for label, mask in bin_masks(values, bins).items()}
+
+    snr = np.asarray(truth["ha_snr"], float)
+    return {
+        "all": summarize(truth, estimates, np.ones(snr.shape, bool)),
+        "snr_ge_10": summarize(truth, estimates, snr >= HEADLINE_MIN_SNR),
+        "snr": over(snr, SNR_BINS),
+        "mass": over(truth["log_mstar"], MASS_BINS),
+        "n2_true": over(truth["n2"], N2_BINS),
+        "calibration": {q: {m: calibration_curve(truth[q], cols, q)
+                            for m, cols in estimates.items() if f"{q}_p16" in cols}
+                        for q in COVERAGE_QUANTITIES},
+    }

@@ -1,0 +1,289 @@
+"""report.md, report.html (PNGs embedded as base64) and metrics.json from one block list.
+
+A report is a list of blocks — ("heading", level, text), ("text", text),
+("table", header, rows), ("figure", path, caption) — rendered once to Markdown (figures
+linked from figures/) and once to self-contained HTML.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from specsr_keras.evaluation import plots
+from specsr_keras.evaluation.metrics import ERROR_METHODS, HEADLINE_MIN_SNR
+from specsr_keras.evaluation.plots import MARTENS_DZ, MARTENS_N2, METHOD_LABELS
+from specsr_keras.reporting import Reporter
+
+__all__ = ["json_ready", "render_html", "render_markdown", "report_blocks", "write_report"]
+
+FIGURE_DIR = "figures"
+# Redshift errors are shown in units of 1e-4 (the Martens et al. 2019 shifts are 1-7e-4).
+Z_UNIT = 1e-4
+
+
+def json_ready(value):
+    """Nested dicts/lists/arrays with NaN and inf turned into None, numpy into Python."""
+    if isinstance(value, dict):
+        return {str(k): json_ready(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | np.ndarray):
+        return [json_ready(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _num(value, fmt: str = ".3f", scale: float = 1.0) -> str:
+    if value is None or not math.isfinite(value):
+        return "—"
+    return format(value / scale, fmt)
+
+
+def write_report(metrics: dict, sets, out_dir: Path, *, anomaly=None,
+                 reporter: Reporter | None = None) -> dict[str, Path]:
+    """Draw the figures and write report.md, report.html and metrics.json into out_dir.
+
+    sets: the HeldOutSet of each directory; anomaly: (scores, labels, source) for the
+    ROC figure, or None. Returns the paths written.
+    """
+    reporter = reporter or Reporter()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figures = {s.instrument: _set_figures(s, metrics["bins"][s.instrument], out_dir)
+               for s in sets}
+    auroc = (metrics["crossmodal"]["anomaly"] or {}).get("auroc", float("nan"))
+    roc = None
+    if anomaly is not None and math.isfinite(auroc):
+        roc = plots.plot_roc(anomaly[0], anomaly[1], auroc,
+                             out_dir / FIGURE_DIR / "anomaly_roc.png")
+    blocks = report_blocks(metrics, figures, roc)
+    paths = {"markdown": out_dir / "report.md", "html": out_dir / "report.html",
+             "metrics": out_dir / "metrics.json"}
+    paths["markdown"].write_text(render_markdown(blocks, out_dir))
+    paths["html"].write_text(render_html(blocks, metrics["model"]["id"]))
+    paths["metrics"].write_text(json.dumps(json_ready(metrics), indent=1))
+    reporter.info(f"report: {paths['markdown']}, {paths['html']}, {paths['metrics']}")
+    return paths
+
+
+def _set_figures(held_out, set_metrics: dict, out_dir: Path) -> list[tuple[Path, str]]:
+    """(path, caption) of every figure of one held-out set."""
+    name, truth, est = held_out.instrument, held_out.truth, held_out.estimates
+    base = out_dir / FIGURE_DIR
+    shown = "specsr mean ± 1σ" if "sr_mean" in held_out.examples else \
+        "the low-res and ceiling fit models (the model returned no spectra)"
+    return [
+        (plots.plot_examples(held_out.examples, truth, est, base / f"{name}_examples.png"),
+         f"Example galaxies (one per Hα S/N bin): low-res input, R=3600 truth and {shown}."),
+        (plots.plot_n2_vs_truth(truth, est, base / f"{name}_n2_vs_truth.png"),
+         "Estimated vs true N2; slope < 1 means shrinkage toward the mean."),
+        (plots.plot_n2_mass(truth, est, base / f"{name}_n2_mass.png"),
+         "N2 vs stellar mass in redshift bins, with the Faisst et al. 2018 relation."),
+        (plots.plot_bias_vs_n2(truth, est, base / f"{name}_bias_vs_n2.png"),
+         "N2 error and redshift bias vs true N2 (squares: Martens et al. 2019 shift of a "
+         "centroid that ignores [NII])."),
+        (plots.plot_calibration(set_metrics["calibration"], base / f"{name}_calibration.png"),
+         "Calibration: fraction of truths inside Gaussian central intervals from p16/p50/p84."),
+    ]
+
+
+# --- content --------------------------------------------------------------------------
+
+def report_blocks(metrics: dict, figures: dict, roc_figure) -> list[tuple]:
+    """The report as blocks: provenance, headline, per-set sections, cross-modal."""
+    model = metrics["model"]
+    blocks = [("heading", 1, f"specsr evaluation: model `{model['id']}`"),
+              ("text", f"Model argument `{model['argument']}`, version {model['version']}; "
+                       f"{metrics['evaluation']['samples']} samples per object, seed "
+                       f"{metrics['evaluation']['seed']}."),
+              ("table", ["instrument", "directory", "kind", "seed", "objects used / total"],
+               [[d["instrument"], d["directory"], str(d["kind"]), str(d["seed"]),
+                 f"{d['count_used']} / {d['count_total']}"] for d in metrics["data"]])]
+    if model["id"] == "baseline":
+        blocks.append(("text", "The model is the baseline itself: the specsr column IS the "
+                               "direct low-res fit, so specsr cannot beat it here."))
+    blocks += _headline_blocks(metrics)
+    for instrument, set_metrics in metrics["bins"].items():
+        blocks += _set_blocks(instrument, set_metrics, figures[instrument])
+    blocks += _crossmodal_blocks(metrics["crossmodal"], roc_figure)
+    return blocks
+
+
+def _headline_blocks(metrics: dict) -> list[tuple]:
+    keys = [k for k, v in metrics.items() if not isinstance(v, dict | list) and k != "headline_set"]
+    return [("heading", 2, "Headline metrics"),
+            ("text", f"Set `{metrics['headline_set']}`, objects with true S/N(Hα) >= "
+                     f"{HEADLINE_MIN_SNR:g}. N2 = log10([NII]6585/Hα) in dex; z_bias_lowres is "
+                     "the naive centroid that ignores [NII]; '—' = not computed."),
+            ("table", ["metric", "value"], [[k, _num(metrics[k], ".4g")] for k in keys])]
+
+
+def _cells(stats: dict, methods, keys, scale=1.0) -> list[str]:
+    """One cell per method: the stats' keys joined by ' / ' (— if the method is absent)."""
+    fmt = {"bias": "+.3f", "nmad": ".3f", "slope": ".2f"}
+    return [" / ".join(_num(stats[m][k], fmt[k], 1.0 if k == "slope" else scale) for k in keys)
+            if m in stats else "—" for m in methods]
+
+
+def _binned_table(bins: dict, quantity: str, keys, scale=1.0) -> tuple:
+    methods = ERROR_METHODS[quantity]
+    header = ["bin", "N"] + [METHOD_LABELS[m] for m in methods]
+    rows = [[label, str(b["n"])] + _cells(b[quantity], methods, keys, scale)
+            for label, b in bins.items()]
+    return ("table", header, rows)
+
+
+def _headline_table(snr_bins: dict) -> list[tuple]:
+    """N2 NMAD per S/N bin for specsr and the three baselines, and where specsr loses."""
+    methods = ERROR_METHODS["n2"]
+    rows, losing = [], []
+    for label, b in snr_bins.items():
+        nmad = {m: b["n2"].get(m, {}).get("nmad", float("nan")) for m in methods}
+        beats = nmad["specsr"] < nmad["lowres_fit"]
+        comparable = math.isfinite(nmad["specsr"]) and math.isfinite(nmad["lowres_fit"])
+        if comparable and not beats:
+            losing.append(label)
+        rows.append([label, str(b["n"])] + [_num(nmad[m]) for m in methods]
+                    + [("yes" if beats else "no") if comparable else "—"])
+    header = ["S/N(Hα)", "N"] + [f"{METHOD_LABELS[m]} NMAD" for m in methods] + \
+        ["specsr beats low-res fit"]
+    verdict = (f"specsr does NOT beat the direct low-res fit in S/N bins {', '.join(losing)} "
+               "(equal counts as not beating)." if losing else
+               "specsr beats the direct low-res fit in every populated S/N bin.")
+    return [("table", header, rows), ("text", verdict)]
+
+
+def _set_blocks(instrument: str, m: dict, figures) -> list[tuple]:
+    z_note = f"Δz/(1+z) in units of {Z_UNIT:g}"
+    martens = ", ".join(f"N2 {n:+.1f}: {dz / Z_UNIT:.1f}" for n, dz in zip(MARTENS_N2, MARTENS_DZ,
+                                                                          strict=True))
+    blocks = [("heading", 2, f"Set `{instrument}`"),
+              ("heading", 3, "N2 scatter: specsr vs the baselines"),
+              *_headline_table(m["snr"]),
+              ("heading", 3, "N2 by S/N(Hα): bias / NMAD [dex] / slope"),
+              _binned_table(m["snr"] | {"all": m["all"]}, "n2", ("bias", "nmad", "slope")),
+              ("heading", 3, "N2 by stellar mass: bias / NMAD [dex] / slope"),
+              _binned_table(m["mass"], "n2", ("bias", "nmad", "slope")),
+              ("heading", 3, "N2 by true N2: bias / NMAD [dex]"),
+              ("text", "A bias that falls with true N2 is shrinkage toward the mean, which "
+                       "flattens the mass–N2 relation."),
+              _binned_table(m["n2_true"], "n2", ("bias", "nmad")),
+              ("heading", 3, "Hα flux by S/N(Hα): fractional bias / NMAD"),
+              _binned_table(m["snr"] | {"all": m["all"]}, "ha_flux", ("bias", "nmad")),
+              ("heading", 3, f"Redshift by S/N(Hα): bias / NMAD ({z_note})"),
+              _binned_table(m["snr"] | {"all": m["all"]}, "z", ("bias", "nmad"), Z_UNIT),
+              ("heading", 3, f"Redshift bias vs true N2 and stellar mass ({z_note})"),
+              ("text", "Blending shifts a centroid that ignores [NII] redward; Martens et al. "
+                       f"2019 expect {martens}."),
+              _binned_table(m["n2_true"], "z", ("bias",), Z_UNIT),
+              _binned_table(m["mass"], "z", ("bias",), Z_UNIT),
+              ("heading", 3, "Calibration: fraction of truths inside the 68 % / 95 % intervals"),
+              _coverage_table(m)]
+    blocks += [("figure", path, caption) for path, caption in figures]
+    return blocks
+
+
+def _coverage_table(m: dict) -> tuple:
+    rows = []
+    for quantity, methods in m["all"]["coverage"].items():
+        for method, cov in methods.items():
+            high = m["snr_ge_10"]["coverage"][quantity].get(method, {})
+            rows.append([quantity, METHOD_LABELS.get(method, method), str(cov["n"]),
+                         _num(cov["68"], ".2f"), _num(cov["95"], ".2f"),
+                         _num(high.get("68"), ".2f"), _num(high.get("95"), ".2f")])
+    header = ["quantity", "method", "N", "68 % (all)", "95 % (all)",
+              f"68 % (S/N>={HEADLINE_MIN_SNR:g})", f"95 % (S/N>={HEADLINE_MIN_SNR:g})"]
+    return ("table", header, rows)
+
+
+def _crossmodal_blocks(extra: dict, roc_figure) -> list[tuple]:
+    def missing(what):
+        return ("text", f"not computed ({what} not given)")
+
+    blocks = [("heading", 2, "Cross-modal"), ("heading", 3, "Image ↔ spectrum retrieval")]
+    if extra["retrieval"]:
+        rows = [[direction, _num(r["top1"]), _num(r["top5"])]
+                for direction, r in extra["retrieval"].items()]
+        blocks.append(("table", ["direction", "top-1", "top-5"], rows))
+    else:
+        blocks.append(missing("image and spectrum embeddings"))
+    blocks.append(("heading", 3,
+                   "Zero-shot kNN redshift R² (AstroCLIP: 0.79 image, 0.99 spectrum)"))
+    if extra["knn_r2"]:
+        blocks.append(("table", ["embedding", "R²"],
+                       [[k, _num(v)] for k, v in extra["knn_r2"].items()]))
+    else:
+        blocks.append(missing("embeddings"))
+    blocks.append(("heading", 3, "Spectra generated from images"))
+    gen = extra["generation"]
+    if gen:
+        blocks.append(("table", ["N", "Δz/(1+z) bias", "NMAD", "outliers (>0.15)"],
+                       [[str(gen["n"]), _num(gen["z_bias"], "+.4f"), _num(gen["z_nmad"], ".4f"),
+                         _num(gen["outlier_fraction"], ".3f")]]))
+    else:
+        blocks.append(missing("generated redshifts"))
+    blocks.append(("heading", 3, "Anomaly detection (AGN, broad lines, contamination)"))
+    anomaly = extra["anomaly"]
+    if anomaly:
+        blocks.append(("table", ["score", "N", "anomalous", "AUROC", "precision at 1 % FPR"],
+                       [[anomaly["source"], str(anomaly["n"]), str(anomaly["n_anomalous"]),
+                         _num(anomaly["auroc"]), _num(anomaly["precision_at_1pct_fpr"])]]))
+    else:
+        blocks.append(missing("anomaly scores"))
+    if roc_figure:
+        blocks.append(("figure", roc_figure, "ROC of the anomaly score."))
+    return blocks
+
+
+# --- rendering ------------------------------------------------------------------------
+
+def render_markdown(blocks, out_dir: Path) -> str:
+    """Markdown with figures linked relative to out_dir."""
+    lines = []
+    for block in blocks:
+        kind = block[0]
+        if kind == "heading":
+            lines += ["#" * block[1] + " " + block[2], ""]
+        elif kind == "text":
+            lines += [block[1], ""]
+        elif kind == "table":
+            header, rows = block[1], block[2]
+            lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            lines += ["| " + " | ".join(row) + " |" for row in rows] + [""]
+        elif kind == "figure":
+            lines += [f"![{block[2]}]({Path(block[1]).relative_to(out_dir).as_posix()})",
+                      "", f"*{block[2]}*", ""]
+    return "\n".join(lines)
+
+
+def render_html(blocks, title: str) -> str:
+    """One self-contained HTML page (PNG figures inlined as base64)."""
+    esc = html.escape
+    body = []
+    for block in blocks:
+        kind = block[0]
+        if kind == "heading":
+            body.append(f"<h{block[1]}>{esc(block[2]).replace('`', '')}</h{block[1]}>")
+        elif kind == "text":
+            body.append(f"<p>{esc(block[1]).replace('`', '')}</p>")
+        elif kind == "table":
+            head = "".join(f"<th>{esc(h)}</th>" for h in block[1])
+            rows = "".join("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>"
+                           for row in block[2])
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+        elif kind == "figure":
+            data = base64.b64encode(Path(block[1]).read_bytes()).decode("ascii")
+            body.append(f'<figure><img src="data:image/png;base64,{data}" alt="{esc(block[2])}">'
+                        f"<figcaption>{esc(block[2])}</figcaption></figure>")
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:auto}"
+             "table{border-collapse:collapse;margin:0.5em 0}"
+             "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}"
+             "img{max-width:100%}figcaption{font-style:italic;font-size:90%}")
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>specsr evaluation: "
+            f"{esc(title)}</title><style>{style}</style></head><body>{''.join(body)}</body></html>")

@@ -1,0 +1,60 @@
+"""evaluation.crossmodal: retrieval, kNN R², anomaly AUROC and generation metrics."""
+
+import numpy as np
+import pytest
+
+from specsr_keras.evaluation.crossmodal import (
+    anomaly_auroc,
+    generation_metrics,
+    knn_r2,
+    retrieval_top_k,
+    roc_curve,
+)
+
+
+def test_retrieval_of_identical_embeddings_is_perfect_across_batches():
+    emb = np.random.default_rng(0).normal(size=(2500, 16))
+    assert retrieval_top_k(emb, 2.0 * emb, batch=1000) == {"top1": 1.0, "top5": 1.0}
+
+
+def test_retrieval_of_shuffled_embeddings_is_chance():
+    rng = np.random.default_rng(1)
+    emb = rng.normal(size=(2000, 16))
+    out = retrieval_top_k(emb, emb[rng.permutation(2000)], ks=(1, 100))
+    assert out["top1"] < 0.005
+    assert out["top100"] == pytest.approx(100 / 2000, abs=0.02)
+
+
+def test_knn_r2_is_high_for_informative_and_zero_for_random_embeddings():
+    rng = np.random.default_rng(2)
+    z = rng.uniform(0.8, 1.8, 1500)
+    angle = (z - 0.8) * 1.2  # z on an arc of the unit circle, plus weak noise dimensions
+    informative = np.c_[np.cos(angle), np.sin(angle), 0.01 * rng.normal(size=(z.size, 6))]
+    assert knn_r2(informative, z) > 0.98
+    assert abs(knn_r2(rng.normal(size=(z.size, 8)), z)) < 0.15
+
+
+def test_auroc_of_perfect_inverted_and_tied_scorers():
+    labels = np.r_[np.zeros(990, bool), np.ones(10, bool)]
+    perfect = anomaly_auroc(labels.astype(float) + np.linspace(0, 0.5, 1000), labels)
+    assert perfect["auroc"] == 1.0
+    # at 1 % FPR the threshold also flags 9 of 990 normals: precision 10 / 19
+    assert perfect["precision_at_1pct_fpr"] == pytest.approx(10 / 19)
+    assert anomaly_auroc(-labels.astype(float), labels)["auroc"] == 0.0
+    assert anomaly_auroc(np.ones(1000), labels)["auroc"] == 0.5
+    assert np.isnan(anomaly_auroc(np.ones(5), np.zeros(5, bool))["auroc"])
+
+
+def test_roc_curve_ends_at_one_and_skips_nan_scores():
+    roc = roc_curve([0.9, 0.8, np.nan, 0.1], [True, False, True, False])
+    assert roc["fpr"].tolist() == [0.0, 0.0, 0.5, 1.0]
+    assert roc["tpr"].tolist() == [0.0, 1.0, 1.0, 1.0]
+
+
+def test_generation_metrics_count_outliers_and_nan_as_outliers():
+    true_z = np.full(10, 1.0)
+    pred_z = true_z + np.r_[np.zeros(7), 0.5, 1.0, np.nan]
+    out = generation_metrics(pred_z, true_z)
+    assert out["outlier_fraction"] == pytest.approx(0.3)
+    assert out["z_nmad"] == 0.0
+    assert out["n"] == 10
