@@ -27,6 +27,9 @@ def simulate(
     plot: Annotated[bool, typer.Option(help="Also write OUT/examples.png (4 examples).")] = False,
     min_ha_snr: Annotated[float, typer.Option(
         help="Keep galaxies whose expected grism Hα S/N (matched filter) is at least this.")] = 3.5,
+    snr_weight_power: Annotated[float, typer.Option(
+        min=0, help="Stratify by Hα S/N: keep with probability min(1, (S/N/30)^power); "
+        "0 = flux-limited sample, 1.5 populates the bright bins for training/evaluation.")] = 0.0,
     workers: Annotated[int, typer.Option(
         min=1, help="Processes simulating chunks in parallel (pays off on idle cores).")] = 1,
     overwrite: Annotated[bool, typer.Option(help="Replace a dataset already in OUT.")] = False,
@@ -40,7 +43,7 @@ def simulate(
     from specsr_keras.simulate import dataset_metadata, iter_simulated_batches
 
     instrument_ = get_instrument(instrument)
-    options = {"min_ha_snr": min_ha_snr}
+    options = {"min_ha_snr": min_ha_snr, "snr_weight_power": snr_weight_power}
     manifest_extra, attrs = dataset_metadata(instrument_, seed, **options)
     batches = iter_simulated_batches(n, instrument_, seed, workers=workers,
                                      first_object_id=seed * ID_STRIDE, **options)

@@ -136,3 +136,10 @@ def test_plot_examples_writes_a_png(batch, tmp_path):
 
     path = plot_examples(batch, tmp_path / "examples.png", n=2)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_snr_weighting_populates_bright_bins_and_keeps_the_selection_cut():
+    plain = simulate_galaxies(600, "euclid_nisp_red", seed=5)["ha_snr"]
+    stratified = simulate_galaxies(600, "euclid_nisp_red", seed=5, snr_weight_power=1.5)["ha_snr"]
+    assert stratified.min() >= 3.5
+    assert np.mean(stratified >= 5) > np.mean(plain >= 5) + 0.05

@@ -35,6 +35,7 @@ TRUTH_FIELDS = {
     "ha_flux": np.float64, "nii_6585_flux": np.float64, "nii_6550_flux": np.float64,
     "sii_6718_flux": np.float64, "sii_6733_flux": np.float64, "hb_flux": np.float64,
     "oiii_5008_flux": np.float64, "ha_snr": np.float64, "r_eff_arcsec": np.float64,
+    "dispersion_sigma_arcsec": np.float64,
     "sersic_n": np.float64, "axis_ratio": np.float64, "av": np.float64, "is_agn": np.bool_,
     "has_broad": np.bool_, "is_contaminated": np.bool_, "ra": np.float64, "dec": np.float64,
 }

@@ -91,6 +91,8 @@ FIRST_ORDER_LENGTH_A = (1000.0, 4000.0)
 # Grism-like redshift prior: sigma_z = Z_PRIOR_SCATTER (1 + z) (3D-HST quote 0.003(1+z),
 # Momcheva et al. 2016; Euclid target 0.001(1+z)).
 Z_PRIOR_SCATTER = 0.0015
+# Hα S/N above which a stratified sample keeps every galaxy (see `snr_weight_power`).
+SNR_WEIGHT_PIVOT = 30.0
 # Sky position: a 1 deg² COSMOS-like field.
 FIELD_CENTRE_DEG = (150.1, 2.2)
 
@@ -100,6 +102,10 @@ class SimulationOptions:
     """Switches and rates of the simulator (defaults: the full realistic mix)."""
 
     min_ha_snr: float = 3.5  # Euclid-like 3.5 sigma line-flux selection on expected Hα S/N
+    # Stratified (training / evaluation) samples: keep a galaxy with probability
+    # min(1, (ha_snr / SNR_WEIGHT_PIVOT)**snr_weight_power); 0 = the plain flux-limited
+    # sample, ~1.5 flattens its steep S/N distribution so that bright bins are populated.
+    snr_weight_power: float = 0.0
     agn_fraction: float = 0.03
     outflow_fraction: float = 0.10  # of star formers
     contamination_fraction: float = 0.05
@@ -297,6 +303,9 @@ def draw_population(n: int, instrument: Instrument, rng: np.random.Generator,
             physics.velocity_to_sigma_angstrom(g["sigma_v_kms"], halpha_obs),
             g["dispersion_sigma_arcsec"])
         passed = g["ha_snr"] >= options.min_ha_snr
+        if options.snr_weight_power > 0:
+            keep = np.minimum(1.0, (g["ha_snr"] / SNR_WEIGHT_PIVOT) ** options.snr_weight_power)
+            passed &= rng.random(batch) < keep
         kept.append({key: value[passed] for key, value in g.items()})
         total += int(passed.sum())
         drawn += batch
