@@ -13,10 +13,18 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def main() -> None:
+    """specsr: simulate, train, export, infer and evaluate (set SPECSR_DEBUG=1 for tracebacks)."""
+
+
 def _register() -> None:
-    from cli import simulate
+    from cli import evaluate, infer, simulate, simulate_catalog
 
     app.command("simulate")(simulate.simulate)
+    app.command("simulate-catalog")(simulate_catalog.simulate_catalog)
+    app.command("infer")(infer.infer)
+    app.command("evaluate")(evaluate.evaluate)
 
 
 _register()

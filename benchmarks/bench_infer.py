@@ -1,0 +1,110 @@
+"""Benchmark `specsr infer` with the baseline predictor: rows/s and peak RSS per catalog size.
+
+For each size a simulated Euclid catalog is written with `simulate_catalog` (its rows/s
+are recorded too), then inferred in a fresh subprocess, so the peak RSS (VmHWM) is that
+run's alone. Bounded-memory streaming shows as an RSS ratio (largest / smallest size)
+near 1 once both sizes exceed one chunk; the target is <= 1.2. Writes
+benchmarks/results/infer.json.
+
+    python benchmarks/bench_infer.py [--sizes 10000,100000] [--data DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results" / "infer.json"
+RSS_RATIO_TARGET = 1.2
+CHUNK_ROWS, BATCH = 4096, 256
+
+
+def child(catalog: str, run_dir: str) -> None:
+    """Run inference once and print {"rows", "seconds", "rows_per_s", "peak_rss_mb"} as JSON."""
+    from specsr_keras.inference.runner import InferConfig, run_inference
+
+    started = time.perf_counter()
+    summary = run_inference(catalog, "baseline", run_dir,
+                            InferConfig(chunk_rows=CHUNK_ROWS, batch=BATCH), overwrite=True)
+    seconds = time.perf_counter() - started
+    print(json.dumps({"rows": summary.rows_in, "rows_out": summary.rows_out,
+                      "seconds": round(seconds, 2),
+                      "rows_per_s": round(summary.rows_in / seconds, 1),
+                      "peak_rss_mb": round(peak_rss_kib() / 1024, 1)}))
+
+
+def peak_rss_kib() -> int:
+    """Peak resident memory of this process [KiB]: VmHWM, which (unlike ru_maxrss) does
+    not carry over the parent's peak across fork + exec; ru_maxrss where there is no /proc."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def catalog_for(size: int, data_dir: Path) -> tuple[Path, float | None]:
+    """A simulated catalog of `size` rows in data_dir (reused if there); simulate rows/s."""
+    from astropy.io import fits
+
+    from specsr_keras.simulate.catalog import simulate_catalog
+
+    path = data_dir / f"bench_{size}.fits"
+    if path.exists() and fits.getheader(path, 1)["NAXIS2"] == size:
+        return path, None
+    result = simulate_catalog(size, "euclid", path, seed=size, workers=2)
+    return path, size / result["seconds"]
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10000,100000", help="Comma-separated row counts.")
+    parser.add_argument("--data", type=Path, help="Keep/reuse catalogs here (default: temp).")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--child", nargs=2, metavar=("CATALOG", "RUN_DIR"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child(*args.child)
+        return {}
+
+    sizes = [int(s) for s in args.sizes.split(",")]
+    with tempfile.TemporaryDirectory() as scratch:
+        data_dir = args.data or Path(scratch)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        runs = []
+        for size in sizes:
+            catalog, simulate_rate = catalog_for(size, data_dir)
+            run_dir = Path(scratch) / f"run_{size}"
+            done = subprocess.run(
+                [sys.executable, __file__, "--child", str(catalog), str(run_dir)],
+                check=True, capture_output=True, text=True,
+                env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+            run = json.loads(done.stdout.strip().splitlines()[-1])
+            run["simulate_rows_per_s"] = simulate_rate and round(simulate_rate, 1)
+            runs.append(run)
+            print(f"{size:>8} rows: {run['rows_per_s']:8.1f} rows/s, "
+                  f"peak RSS {run['peak_rss_mb']:7.1f} MB")
+    ratio = runs[-1]["peak_rss_mb"] / runs[0]["peak_rss_mb"]
+    report = {"benchmark": "specsr infer, baseline predictor, single process",
+              "chunk_rows": CHUNK_ROWS, "batch": BATCH, "runs": runs,
+              "rss_ratio_largest_to_smallest": round(ratio, 3),
+              "rss_ratio_target": RSS_RATIO_TARGET,
+              "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
+                          "platform": platform.platform()}}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"RSS ratio {ratio:.3f} (target <= {RSS_RATIO_TARGET}); wrote {args.out}")
+    return report
+
+
+if __name__ == "__main__":
+    main()

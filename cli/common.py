@@ -1,0 +1,35 @@
+"""Shared CLI plumbing: one-line errors (tracebacks behind --debug) and the reporter."""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True)
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, KeyError, OSError)
+
+
+def one_line_errors(command):
+    """Turn user-facing exceptions into one red line and exit code 1 (traceback if SPECSR_DEBUG)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except USER_ERRORS as error:
+            if os.environ.get("SPECSR_DEBUG"):
+                raise
+            message = str(error).splitlines()[0] if str(error) else type(error).__name__
+            console.print(f"[bold red]error:[/] {message}", highlight=False)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
+def reporter(unit: str = "it"):
+    from specsr_keras.reporting import RichReporter
+
+    return RichReporter(console, unit=unit)

@@ -1,0 +1,111 @@
+"""Merge the chunk files of a finished `specsr infer` run into results.fits and quarantine.fits.
+
+Chunks are concatenated in index order (rows keep the catalog order), streamed one chunk
+at a time into the output, so the merge runs in memory independent of the catalog size.
+The FITS headers carry the provenance: software and model version, input, config and the
+meaning of the quality-flag bits (cards FLAG<bit>).
+
+results.fits: object_id (str), row (input row; file index in directory mode),
+ha_flux_p16/p50/p84 and nii_6585_flux_* [1e-17 erg s^-1 cm^-2], n2_* = log10([NII]6583/Hα)
+[dex], z_*, anomaly_score, flags (QualityFlag bits) and, with --save-spectra, sr_mean and
+sr_std (320,) [1e-17 erg s^-1 cm^-2 Å^-1] on the rest-frame TARGET_GRID.
+quarantine.fits: row, object_id, reason ("code: detail").
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from astropy.io import fits
+from astropy.table import Table
+
+from specsr_keras.data.fits_table import FitsTableWriter
+from specsr_keras.inference.flags import QualityFlag
+from specsr_keras.inference.manifest import QUARANTINE_NAME, RESULTS_NAME, Manifest, chunk_path
+from specsr_keras.inference.predictors import PERCENTILES, SPECTRUM_COLUMNS
+from specsr_keras.reporting import Reporter
+
+__all__ = ["RESULT_UNITS", "merge_run"]
+
+_LINE_FLUX_UNIT = "1e-17 erg s-1 cm-2"
+RESULT_UNITS = {
+    **{f"{q}_{p}": _LINE_FLUX_UNIT for q in ("ha_flux", "nii_6585_flux") for p in PERCENTILES},
+    **{name: "1e-17 erg s-1 cm-2 Angstrom-1" for name in SPECTRUM_COLUMNS},
+}
+
+
+def provenance_header(manifest: Manifest, extname: str) -> dict:
+    """FITS cards describing how a merged table was made."""
+    identity = manifest.data["identity"]
+    model, config = identity["model"], identity["config"]
+    header = {
+        "EXTNAME": extname,
+        "SPECSRV": manifest.data["specsr_version"],
+        "MODEL": model["id"],
+        "MODELVER": str(model.get("version")),
+        "MODELARG": model["argument"],
+        "INSTRUME": model["instrument"],
+        "INPUT": identity["input"]["path"],
+        "SEED": config["seed"],
+        "SAMPLES": config["samples"],
+        "CHUNKROW": config["chunk_rows"],
+    }
+    header.update({f"FLAG{flag.value.bit_length() - 1}": flag.name for flag in QualityFlag})
+    return header
+
+
+def merge_run(run_dir, reporter: Reporter | None = None) -> dict:
+    """Write RUN/results.fits and RUN/quarantine.fits from the chunk files.
+
+    Raises ValueError if run_dir has no manifest or some chunks are not finished.
+    Returns {"results", "quarantine": paths, "rows_results", "rows_quarantine"}.
+    """
+    run_dir, reporter = Path(run_dir), reporter or Reporter()
+    manifest = Manifest.load(run_dir)
+    if manifest is None:
+        raise ValueError(f"{run_dir}: no manifest.json; run `specsr infer` into it first")
+    missing = [i for i in range(manifest.n_chunks) if i not in manifest.done]
+    if missing:
+        raise ValueError(f"{run_dir}: {len(missing)} of {manifest.n_chunks} chunks are not "
+                         "finished; rerun the same infer command to complete them")
+    files = [chunk_path(run_dir, index) for index in range(manifest.n_chunks)]
+    merged = {}
+    for extname, name, key in (("RESULTS", RESULTS_NAME, "results"),
+                               ("QUARANTINE", QUARANTINE_NAME, "quarantine")):
+        path = run_dir / name
+        merged[f"rows_{key}"] = _merge_extension(files, extname, path,
+                                                 provenance_header(manifest, extname), reporter)
+        merged[key] = str(path)
+    manifest.record_merge({key: merged[key] for key in merged if key.startswith("rows_")})
+    return merged
+
+
+def _string_width(tform: str) -> int:
+    match = re.fullmatch(r"\s*(\d*)A\s*", tform)
+    return int(match.group(1) or 1) if match else 0
+
+
+def _merge_extension(files, extname: str, out_path: Path, header: dict,
+                     reporter: Reporter) -> int:
+    """Concatenate HDU `extname` of `files` into out_path; returns the row count."""
+    headers = [fits.getheader(path, extname) for path in files]
+    total = sum(h["NAXIS2"] for h in headers)
+    first = Table.read(files[0], hdu=extname)
+    dtype = first.as_array().dtype
+    fields = []
+    for index, name in enumerate(dtype.names, start=1):
+        base = dtype[name].base
+        if base.kind in "SU":
+            width = max(max(_string_width(h[f"TFORM{index}"]) for h in headers), 1)
+            base = f"U{width}"
+        fields.append((name, base, dtype[name].shape))
+    units = {name: str(first[name].unit) for name in first.colnames if first[name].unit}
+    with FitsTableWriter(out_path, fields, total, header=header, units=units) as writer, \
+            reporter.task(f"merge {out_path.name}", total) as advance:
+        for path in files:
+            with fits.open(path, memmap=True) as hdul:
+                data = hdul[extname].data
+                writer.write({name: data[name] for name in dtype.names})
+                advance(len(data))
+    return total

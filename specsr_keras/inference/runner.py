@@ -1,0 +1,270 @@
+"""`specsr infer`: stream a catalog through a predictor, chunk by chunk, resumably.
+
+The catalog is cut into chunks of `chunk_rows` units (table rows, or files in directory
+mode). `run_chunk` reads one chunk, validates it onto the model grid, predicts in batches
+of `batch` rows and writes the chunk file; it depends only on its task, so it runs the
+same in this process or on a Dask worker (each worker process loads the model once).
+Random seeds are derived from (seed, chunk index, batch index), never from the worker.
+The driver records finished chunks in the manifest, skips them on a rerun, and merges
+the chunk files into `results.fits` and `quarantine.fits` at the end.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import uuid
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+from astropy.table import Table
+
+from specsr_keras.data.fits_table import atomic_path
+from specsr_keras.inference.catalog import Catalog, open_catalog, prepare_rows
+from specsr_keras.inference.manifest import (
+    Manifest,
+    chunk_path,
+    clear_run,
+    input_fingerprint,
+    remove_stale_temporaries,
+)
+from specsr_keras.inference.merge import RESULT_UNITS, merge_run
+from specsr_keras.inference.predictors import cached_predictor, empty_outputs, output_columns
+from specsr_keras.reporting import Reporter
+
+__all__ = ["InferConfig", "InferSummary", "ChunkTask", "chunk_seed", "run_chunk", "run_inference"]
+
+# Test hooks. Kill the driver with SIGKILL after this many chunks were written (their files
+# in place, the manifest not yet updated): the worst moment for a crash.
+KILL_AFTER_CHUNKS_ENV = "SPECSR_TEST_KILL_AFTER_CHUNKS"
+# Kill the process that starts chunk 1 unless this marker file exists (creating it first):
+# one lost Dask worker.
+KILL_WORKER_ONCE_ENV = "SPECSR_TEST_KILL_WORKER_ONCE"
+# Keys of a prepared batch that the predictor sees.
+PREDICTOR_INPUTS = ("lowres_flux", "lowres_ivar", "lowres_mask", "z_prior", "instrument_id",
+                    "source_sigma_arcsec")
+
+
+@dataclass(frozen=True)
+class InferConfig:
+    """Settings that change the results (all recorded in the manifest).
+
+    chunk_rows: rows (files in directory mode) per chunk and output file; batch: rows per
+    predictor call; samples: posterior samples per object (diffusion models); save_spectra:
+    also write the super-resolved spectrum mean/std (320 pixels each); seed: base seed.
+    """
+
+    chunk_rows: int = 4096
+    batch: int = 256
+    samples: int = 16
+    save_spectra: bool = False
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("chunk_rows", "batch", "samples"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class ChunkTask:
+    """Everything one chunk needs; small and picklable (sent to Dask workers)."""
+
+    catalog: Catalog
+    model: str
+    config: InferConfig
+    run_dir: str
+    index: int
+
+    @property
+    def start(self) -> int:
+        return self.index * self.config.chunk_rows
+
+
+@dataclass
+class InferSummary:
+    """Counts of a whole run (done chunks, including those of earlier invocations)."""
+
+    run_dir: str
+    rows_in: int = 0
+    rows_out: int = 0
+    rows_quarantined: int = 0
+    chunks_total: int = 0
+    chunks_run: int = 0
+    chunks_skipped: int = 0
+    seconds: float = 0.0
+    rows_per_s: float = 0.0
+    reasons: dict = field(default_factory=dict)
+    results: str | None = None
+    quarantine: str | None = None
+
+
+def chunk_seed(seed: int, index: int, batch: int = 0) -> int:
+    """Seed of batch `batch` of chunk `index`: a function of (seed, index, batch) only."""
+    return int(np.random.SeedSequence([seed, index, batch]).generate_state(1)[0])
+
+
+def run_chunk(task: ChunkTask) -> dict:
+    """Read, validate, predict and write one chunk; returns its manifest entry."""
+    started = time.perf_counter()
+    marker = os.environ.get(KILL_WORKER_ONCE_ENV)
+    if marker and task.index == 1 and not Path(marker).exists():
+        Path(marker).touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+    config = task.config
+    predictor = cached_predictor(task.model)
+    raw = task.catalog.read(task.start, task.start + config.chunk_rows)
+    prepared = prepare_rows(raw, predictor.instrument)
+    batch = prepared.batch
+    predictions = _predict(predictor, batch, config, task.index)
+    predictions["flags"] = predictions["flags"] | batch["flags"]
+
+    n_out, n_quarantined = len(batch["row"]), len(prepared.quarantine)
+    n_in = n_out + n_quarantined
+    if n_in != len(raw.row) + len(raw.rejects):  # every row read must be accounted for
+        raise RuntimeError(f"chunk {task.index}: {n_in} rows accounted for, "
+                           f"{len(raw.row) + len(raw.rejects)} read")
+    results = Table({"object_id": batch["object_id"].astype(str), "row": batch["row"],
+                     **predictions})
+    for name, unit in RESULT_UNITS.items():
+        if name in results.colnames:
+            results[name].unit = unit
+    entries = prepared.quarantine
+    reasons = [reason for _, _, reason in entries]
+    quarantine = Table({"row": np.array([row for row, _, _ in entries], np.int64),
+                        "object_id": np.array([oid for _, oid, _ in entries], dtype=str),
+                        "reason": np.array(reasons, dtype=str)})
+    _write_chunk_file(chunk_path(task.run_dir, task.index), results, quarantine)
+    return {"index": task.index, "rows_in": n_in, "rows_out": n_out,
+            "rows_quarantined": n_quarantined,
+            "units": min(config.chunk_rows, task.catalog.n_units - task.start),
+            "reasons": dict(Counter(reason.split(":")[0] for reason in reasons)),
+            "seconds": round(time.perf_counter() - started, 3)}
+
+
+def _predict(predictor, batch: dict, config: InferConfig, index: int) -> dict:
+    """Predictor outputs for all rows of a prepared chunk, in batches of config.batch."""
+    columns = output_columns(config.save_spectra)
+    n = len(batch["row"])
+    pieces = []
+    for number, start in enumerate(range(0, n, config.batch)):
+        part = {key: batch[key][start:start + config.batch] for key in PREDICTOR_INPUTS}
+        out = predictor.predict(part, samples=config.samples,
+                                seed=chunk_seed(config.seed, index, number),
+                                save_spectra=config.save_spectra)
+        pieces.append({name: np.asarray(out[name]) for name in columns})
+    if not pieces:  # every row quarantined
+        pieces.append(empty_outputs(config.save_spectra))
+    return {name: np.concatenate([piece[name] for piece in pieces]) for name in columns}
+
+
+def _write_chunk_file(path: Path, results: Table, quarantine: Table) -> None:
+    hdus = fits.HDUList([fits.PrimaryHDU(), fits.table_to_hdu(results),
+                         fits.table_to_hdu(quarantine)])
+    hdus[1].name, hdus[2].name = "RESULTS", "QUARANTINE"
+    tmp = atomic_path(path)
+    hdus.writeto(tmp, overwrite=True)
+    os.replace(tmp, path)
+
+
+def run_inference(catalog_path, model: str, run_dir, config: InferConfig = InferConfig(), *,
+                  workers: int | None = None, scheduler: str | None = None,
+                  overwrite: bool = False, merge: bool = True, retries: int = 3,
+                  reporter: Reporter | None = None) -> InferSummary:
+    """Run (or resume) inference of `model` on a catalog into run_dir; see the module doc.
+
+    workers: start a local Dask cluster of that many single-threaded processes;
+    scheduler: address of an existing Dask scheduler (tcp://host:port); neither: run in
+    this process. A chunk whose worker dies is rerun elsewhere by the scheduler (up to its
+    allowed-failures, 3 by default); retries: reruns of a chunk that raised. overwrite:
+    delete an earlier run in run_dir first. Raises SpecsrInputError for an unusable
+    catalog and ValueError when run_dir holds a run of another input/model/config.
+    """
+    started, reporter = time.perf_counter(), reporter or Reporter()
+    catalog = open_catalog(catalog_path)
+    if Path(model).exists():  # workers may run elsewhere: absolute paths only
+        model = str(Path(model).resolve())
+    predictor = cached_predictor(model)
+    run_dir = Path(run_dir).resolve()
+    if overwrite:
+        clear_run(run_dir)
+    identity = {
+        "input": {"path": str(catalog.path), **input_fingerprint(catalog)},
+        "model": {"argument": model, "id": predictor.model_id,
+                  "version": getattr(predictor, "version", None),
+                  "instrument": predictor.instrument},
+        "config": asdict(config),
+    }
+    n_chunks = -(-catalog.n_units // config.chunk_rows)
+    manifest = Manifest.open_or_create(run_dir, identity, n_chunks, catalog.n_units)
+    remove_stale_temporaries(run_dir)
+    skipped = set(manifest.done)
+    tasks = [ChunkTask(catalog, model, config, str(run_dir), index)
+             for index in range(n_chunks) if index not in skipped]
+    pending_units = sum(min(config.chunk_rows, catalog.n_units - t.start) for t in tasks)
+    if workers or scheduler:
+        reporter.info(f"dask: {scheduler or f'local cluster of {workers} workers'}")
+    kill_after = int(os.environ.get(KILL_AFTER_CHUNKS_ENV, "0"))
+    unit = "files" if catalog.kind == "files" else "rows"
+    quarantined = 0
+    with reporter.task(f"infer {Path(catalog.path).name} ({unit})", pending_units) as advance:
+        for finished, entry in enumerate(_execute(tasks, workers, scheduler, retries), start=1):
+            if finished == kill_after:
+                os.kill(os.getpid(), signal.SIGKILL)
+            manifest.record_chunk(entry)
+            quarantined += entry["rows_quarantined"]
+            advance(entry["units"], quarantined=quarantined)
+
+    summary = summarise(manifest, len(tasks), len(skipped), pending_units,
+                        time.perf_counter() - started)
+    if merge:
+        merged = merge_run(run_dir, reporter=reporter)
+        summary.results, summary.quarantine = merged["results"], merged["quarantine"]
+    return summary
+
+
+def _execute(tasks, workers, scheduler, retries):
+    """Chunk summaries as chunks finish: in this process, or on a Dask cluster."""
+    if not (workers or scheduler):
+        for task in tasks:
+            yield run_chunk(task)
+        return
+    from distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    if scheduler is None:
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None)
+    try:
+        with Client(scheduler or cluster) as client:
+            token = uuid.uuid4().hex[:8]
+            futures = [client.submit(run_chunk, task, retries=retries, pure=False,
+                                     key=f"specsr-chunk-{token}-{task.index:06d}")
+                       for task in tasks]
+            for future in as_completed(futures):
+                yield future.result()
+                future.release()
+    finally:
+        if cluster is not None:
+            cluster.close()
+
+
+def summarise(manifest: Manifest, chunks_run: int, chunks_skipped: int, units_run: int,
+              seconds: float) -> InferSummary:
+    """Totals over the manifest's done chunks; the rate counts this invocation's units."""
+    done = list(manifest.done.values())
+    reasons = Counter()
+    for entry in done:
+        reasons.update(entry["reasons"])
+    return InferSummary(
+        run_dir=str(manifest.run_dir),
+        rows_in=sum(entry["rows_in"] for entry in done),
+        rows_out=sum(entry["rows_out"] for entry in done),
+        rows_quarantined=sum(entry["rows_quarantined"] for entry in done),
+        chunks_total=manifest.n_chunks, chunks_run=chunks_run, chunks_skipped=chunks_skipped,
+        seconds=seconds, rows_per_s=units_run / seconds if seconds > 0 else 0.0,
+        reasons=dict(reasons.most_common()))

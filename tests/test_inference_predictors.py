@@ -1,0 +1,91 @@
+"""The baseline predictor and how --model values resolve to predictors."""
+
+import numpy as np
+import pytest
+
+from specsr_keras.inference.flags import QualityFlag
+from specsr_keras.inference.predictors import (
+    BaselinePredictor,
+    cached_predictor,
+    load_predictor,
+    output_columns,
+)
+from specsr_keras.instruments import TARGET_GRID, get_instrument
+from specsr_keras.physics import FWHM_PER_SIGMA, NII_DOUBLET_RATIO
+from tests.synthetic_lines import line_spectrum
+
+EUCLID = get_instrument("euclid_nisp_red")
+Z_TRUE = np.array([0.95, 1.05, 1.15, 1.25, 1.35, 1.45])
+HA_FLUX, N2, CONTINUUM = 40.0, -0.5, 0.5
+
+
+def _batch(z_prior, noise=0.02, seed=0):
+    """Bright Hα + [NII] on the Euclid grid, LSF of the instrument's reference source size."""
+    sigma_lsf = EUCLID.lsf_sigma(15000.0, EUCLID.resolving_power_source_sigma)
+    flux = np.stack([
+        line_spectrum(EUCLID.bin_edges, z, HA_FLUX, N2, 80.0,
+                      6564.61 * (1 + z) / (FWHM_PER_SIGMA * sigma_lsf), continuum=CONTINUUM)
+        for z in Z_TRUE])
+    flux += noise * np.random.default_rng(seed).standard_normal(flux.shape)
+    n = len(Z_TRUE)
+    return {"lowres_flux": flux.astype(np.float32),
+            "lowres_ivar": np.full(flux.shape, noise**-2, np.float32),
+            "lowres_mask": np.zeros(flux.shape, bool), "z_prior": np.asarray(z_prior, float),
+            "instrument_id": np.full(n, EUCLID.instrument_id),
+            "source_sigma_arcsec": np.full(n, np.nan)}
+
+
+@pytest.fixture(scope="module")
+def predictions():
+    z_prior = Z_TRUE + 0.004
+    z_prior[-2:] = np.nan  # the last two rows need the redshift scan
+    return BaselinePredictor().predict(_batch(z_prior), samples=4, seed=1, save_spectra=True)
+
+
+def test_baseline_recovers_bright_lines(predictions):
+    np.testing.assert_allclose(predictions["z_p50"], Z_TRUE, atol=5e-4)
+    np.testing.assert_allclose(predictions["ha_flux_p50"], HA_FLUX, rtol=0.05)
+    np.testing.assert_allclose(predictions["n2_p50"], N2, atol=0.08)
+    for q in ("ha_flux", "nii_6585_flux", "n2", "z"):
+        assert np.all(predictions[f"{q}_p16"] < predictions[f"{q}_p50"])
+        assert np.all(predictions[f"{q}_p50"] < predictions[f"{q}_p84"])
+    assert set(predictions) == set(output_columns(save_spectra=True))
+
+
+def test_baseline_flags_redshifts_found_without_a_prior(predictions):
+    flags = predictions["flags"]
+    assert np.all(flags[:-2] == 0)
+    assert np.all(flags[-2:] == QualityFlag.Z_FROM_SPECTRUM)
+    assert np.all(np.isfinite(predictions["anomaly_score"]))
+
+
+def test_saved_spectrum_integrates_to_the_fitted_line_fluxes(predictions):
+    """Line flux = sum(flux - continuum) (1+z) x 1 Å on TARGET_GRID (docs/contracts.md)."""
+    assert predictions["sr_mean"].shape == (len(Z_TRUE), TARGET_GRID.n_pixels)
+    continuum = np.median(predictions["sr_mean"][:, :40], axis=1)
+    integral = (predictions["sr_mean"] - continuum[:, None]).sum(axis=1) * (1 + Z_TRUE)
+    lines = predictions["ha_flux_p50"] + predictions["nii_6585_flux_p50"] * (
+        1 + 1 / NII_DOUBLET_RATIO)
+    np.testing.assert_allclose(integral, lines, rtol=0.02)
+    assert np.all(predictions["sr_std"] >= 0)
+
+
+def test_failed_fits_are_nan_and_flagged():
+    batch = _batch(np.full(len(Z_TRUE), np.nan), noise=1.0)
+    batch["lowres_flux"][:] = np.random.default_rng(3).standard_normal(batch["lowres_flux"].shape)
+    out = BaselinePredictor().predict(batch, samples=1, seed=0, save_spectra=False)
+    failed = (out["flags"] & QualityFlag.FIT_FAILED) > 0
+    assert np.all(np.isnan(out["ha_flux_p50"][failed]))
+    assert np.all(out["flags"] & (QualityFlag.Z_SCAN_FAILED | QualityFlag.LOW_HA_SNR
+                                  | QualityFlag.FIT_FAILED))
+
+
+def test_model_names_resolve_to_predictors(tmp_path):
+    assert load_predictor("baseline").instrument == "euclid_nisp_red"
+    assert load_predictor("baseline:g141").instrument == "hst_g141"
+    assert cached_predictor("baseline") is cached_predictor("baseline")
+    (tmp_path / "saved_model.pb").write_bytes(b"")
+    with pytest.raises(ValueError, match="not available"):
+        load_predictor(str(tmp_path))
+    with pytest.raises(ValueError, match="unknown model"):
+        load_predictor("no-such-model")
