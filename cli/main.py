@@ -19,12 +19,17 @@ def main() -> None:
 
 
 def _register() -> None:
-    from cli import evaluate, infer, simulate, simulate_catalog
+    from cli import evaluate, infer, simulate, simulate_catalog, train
 
     app.command("simulate")(simulate.simulate)
     app.command("simulate-catalog")(simulate_catalog.simulate_catalog)
+    app.command("train")(train.train)
     app.command("infer")(infer.infer)
     app.command("evaluate")(evaluate.evaluate)
 
 
 _register()
+
+
+if __name__ == "__main__":
+    app()

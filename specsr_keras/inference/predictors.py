@@ -92,16 +92,7 @@ class BaselinePredictor:
         flux = np.asarray(batch["lowres_flux"], np.float64)
         ivar = np.where(batch["lowres_mask"], 0.0, np.asarray(batch["lowres_ivar"], np.float64))
         lsf = self._lsf_sigma(batch)
-        flags = np.zeros(flux.shape[0], np.int64)
-
-        z_guess = np.array(batch["z_prior"], np.float64)
-        scan = ~np.isfinite(z_guess)
-        if scan.any():
-            found = coarse_redshift(edges, flux[scan], ivar[scan], lsf[scan])
-            z_guess[scan] = found["z"]
-            flags[scan] |= QualityFlag.Z_FROM_SPECTRUM
-            flags[np.flatnonzero(scan)[~found["ok"]]] |= QualityFlag.Z_SCAN_FAILED
-
+        z_guess, flags = redshift_guess(batch, self.instrument, lsf)
         fit = direct_lowres_fit(edges, flux, ivar, lsf, z_guess)
         ok = fit["ok"]
         n2_free = fit["n2_unclipped"]
@@ -121,18 +112,38 @@ class BaselinePredictor:
         return out
 
     def _lsf_sigma(self, batch) -> np.ndarray:
-        """LSF sigma (B, L) [Å] on this grid for each row's instrument and source size."""
-        wave = get_instrument(self.instrument).wavelength
-        ids = np.asarray(batch["instrument_id"])
-        size = np.asarray(batch.get("source_sigma_arcsec", np.full(ids.shape, np.nan)), float)
-        lsf = np.empty((ids.size, wave.size))
-        for instrument_id in np.unique(ids):
-            rows = ids == instrument_id
-            observed_with = get_instrument(INSTRUMENT_NAMES[int(instrument_id)])
-            row_size = np.where(np.isfinite(size[rows]), size[rows],
-                                observed_with.resolving_power_source_sigma)
-            lsf[rows] = observed_with.lsf_sigma(wave[None, :], row_size[:, None])
-        return lsf
+        return lsf_sigma_rows(batch, self.instrument)
+
+
+def redshift_guess(batch: dict, instrument: str, lsf: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(z (B,), flags (B,) int): the catalog prior, or `coarse_redshift` where it is NaN."""
+    z_guess = np.array(batch["z_prior"], np.float64)
+    flags = np.zeros(z_guess.shape, np.int64)
+    scan = ~np.isfinite(z_guess)
+    if scan.any():
+        lsf = lsf_sigma_rows(batch, instrument) if lsf is None else lsf
+        ivar = np.where(batch["lowres_mask"], 0.0, np.asarray(batch["lowres_ivar"], np.float64))
+        found = coarse_redshift(get_instrument(instrument).bin_edges,
+                                np.asarray(batch["lowres_flux"], np.float64)[scan], ivar[scan], lsf[scan])
+        z_guess[scan] = found["z"]
+        flags[scan] |= QualityFlag.Z_FROM_SPECTRUM
+        flags[np.flatnonzero(scan)[~found["ok"]]] |= QualityFlag.Z_SCAN_FAILED
+    return z_guess, flags
+
+
+def lsf_sigma_rows(batch: dict, instrument: str) -> np.ndarray:
+    """LSF sigma (B, L) [Å] on `instrument`'s grid for each row's instrument and source size."""
+    wave = get_instrument(instrument).wavelength
+    ids = np.asarray(batch["instrument_id"])
+    size = np.asarray(batch.get("source_sigma_arcsec", np.full(ids.shape, np.nan)), float)
+    lsf = np.empty((ids.size, wave.size))
+    for instrument_id in np.unique(ids):
+        rows = ids == instrument_id
+        observed_with = get_instrument(INSTRUMENT_NAMES[int(instrument_id)])
+        row_size = np.where(np.isfinite(size[rows]), size[rows],
+                            observed_with.resolving_power_source_sigma)
+        lsf[rows] = observed_with.lsf_sigma(wave[None, :], row_size[:, None])
+    return lsf
 
 
 def target_grid_model(fit: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -180,13 +191,19 @@ def _not_available(kind: str) -> Callable[[str], Predictor]:
     return load
 
 
+def _load_superres(model: str) -> Predictor:
+    """A Keras super-resolver: `superres.keras` or a training run directory."""
+    from specsr_keras.inference.superres_predictor import SuperResolutionPredictor
+
+    return SuperResolutionPredictor.from_path(model, DEFAULT_INSTRUMENT)
+
+
 # How a --model value is recognised -> (test, loader); the first matching test wins.
 _LOADERS: dict[str, tuple[Callable[[str], bool], Callable[[str], Predictor]]] = {
     "baseline": (_is_baseline, _load_baseline),
     "saved_model": (lambda m: (Path(m) / "saved_model.pb").is_file(), _not_available("SavedModel")),
-    "keras_file": (lambda m: m.endswith(".keras") and Path(m).is_file(),
-                   _not_available(".keras")),
-    "run_dir": (lambda m: Path(m).is_dir(), _not_available("training-run")),
+    "keras_file": (lambda m: m.endswith(".keras") and Path(m).is_file(), _load_superres),
+    "run_dir": (lambda m: (Path(m) / "models" / "superres.keras").is_file(), _load_superres),
 }
 
 

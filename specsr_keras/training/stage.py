@@ -126,6 +126,10 @@ def train_stage(
     else:  # finished before: the newest checkpoint holds raw weights; apply the EMA again
         model.optimizer.finalize_variable_values(model.trainable_variables)
 
+    # The EMA swap makes weights and optimizer slots share buffers; a later stage's JAX
+    # step donates (deletes) the weights' buffers, so give each variable its own copy.
+    for variable in model.trainable_variables:
+        variable.assign(np.array(keras.ops.convert_to_numpy(variable)))
     weights_path = run_dir / f"{stage}.weights.h5"
     model.save_weights(weights_path)
     summary = {
@@ -147,5 +151,7 @@ def evaluate_loss(model: keras.Model, arrays: Mapping[str, np.ndarray], batch_si
     losses = []
     for start in range(0, n - batch_size + 1 if n >= batch_size else 1, batch_size):
         batch = {k: v[start : start + batch_size] for k, v in arrays.items()}
-        losses.append(float(keras.ops.convert_to_numpy(model.compute_loss(x=batch))))
+        y_pred = model(batch, training=False)
+        loss = model.compute_loss(x=batch, y_pred=y_pred, training=False)
+        losses.append(float(keras.ops.convert_to_numpy(loss)))
     return float(np.mean(losses))

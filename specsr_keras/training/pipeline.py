@@ -1,0 +1,186 @@
+"""`train_run`: the staged specsr training schedule, resumable stage by stage.
+
+Stages (each resumable, each runnable alone once its predecessors finished):
+1. `autoencoders`: the spectrum and the image diffusion autoencoders (the encoders are
+   trained by their decoders' diffusion losses).
+2. `contrastive`: InfoNCE alignment of both encoders + projection heads (image, low-res
+   and hi-res spectra of one galaxy are positives).
+3. `decoders`: the super-resolver and the image-to-spectrum generator, conditioned on
+   the (frozen) shared embeddings.
+All models are built once and share the encoder objects, so a stage sees its
+predecessors' weights; a stage run alone loads them from `<stage model>.weights.h5`.
+The run directory holds `config.toml`, `run.json`, per-stage checkpoints, CSV +
+TensorBoard logs, `models/*.keras` (EMA weights) and `validation.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+
+from specsr_keras.data.shards import load_shards, read_manifest
+from specsr_keras.instruments import get_instrument
+from specsr_keras.models import presets
+from specsr_keras.models.preprocessor import STAGE_KEYS, chunked_model_inputs, dummy_inputs
+from specsr_keras.reporting import Reporter
+from specsr_keras.training.config import TrainConfig
+from specsr_keras.training.distribution import describe_devices, distribution_scope
+from specsr_keras.training.stage import train_stage
+from specsr_keras.training.validation import validate_run
+
+# Which models each stage trains, with the config field giving its steps.
+STAGE_MODELS = {
+    "autoencoders": (("spectrum_autoencoder", "autoencoder_steps"), ("image_autoencoder", "autoencoder_steps")),
+    "contrastive": (("contrastive", "contrastive_steps"),),
+    "decoders": (("superres", "superres_steps"), ("generator", "generator_steps")),
+}
+
+
+def _parse_sources(spec: str) -> list[tuple[Path, float]]:
+    sources = []
+    for item in filter(None, (s.strip() for s in spec.split(","))):
+        path, _, weight = item.partition("@")
+        sources.append((Path(path), float(weight) if weight else 1.0))
+    if not sources:
+        raise ValueError("no training data given (--data)")
+    return sources
+
+
+def load_examples(spec: str, seed: int, reporter: Reporter) -> tuple[dict, dict]:
+    """Model inputs + truth from shard directories; DIR@W repeats/subsamples DIR by weight W.
+
+    Returns (inputs, truth) dicts of arrays with the same first axis.
+    """
+    inputs, truth = [], []
+    rng = np.random.default_rng(seed)
+    for path, weight in _parse_sources(spec):
+        manifest = read_manifest(path)
+        instrument = get_instrument(manifest["instrument"])
+        batch = load_shards(path)
+        n = len(batch["z_prior"])
+        take = rng.choice(n, size=max(1, int(round(weight * n))), replace=weight > 1) if weight != 1 else np.arange(n)
+        batch = {k: v[take] for k, v in batch.items()}
+        reporter.info(f"data: {path} ({manifest.get('kind', '?')}, {instrument.name}, {len(take)} examples)")
+        inputs.append(chunked_model_inputs(batch, instrument, noiseless_hires=manifest.get("kind") == "simulated"))
+        truth.append({k: v for k, v in batch.items() if k != "image"}
+                     | {"instrument_id": np.full(len(take), instrument.instrument_id)})
+    common = {k for k in set.intersection(*(set(t) for t in truth))
+              if len({t[k].shape[1:] for t in truth}) == 1}  # drop grids that differ
+    merged_inputs = {k: np.concatenate([p[k] for p in inputs]) for k in inputs[0]}
+    merged_truth = {k: np.concatenate([t[k] for t in truth]) for k in common}
+    return merged_inputs, merged_truth
+
+
+def _split(inputs: dict, truth: dict, fraction: float, seed: int):
+    n = len(inputs["scale"])
+    order = np.random.default_rng([seed, 99]).permutation(n)
+    n_val = int(round(n * fraction))
+    val, train = order[:n_val], order[n_val:]
+    pick = lambda d, idx: {k: v[idx] for k, v in d.items()}  # noqa: E731
+    return pick(inputs, train), pick(inputs, val), pick(truth, val)
+
+
+class SpecsrModels:
+    """Every specsr model of one preset, sharing the two encoders and the projection heads."""
+
+    def __init__(self, preset: str, seed: int):
+        keras.utils.set_random_seed(seed)
+        self.preset = preset
+        spectrum_encoder = presets.build_spectrum_encoder(preset)
+        image_encoder = presets.build_image_encoder(preset)
+        self.spectrum_autoencoder = presets.build_spectrum_autoencoder(preset, encoder=spectrum_encoder, seed=seed)
+        self.image_autoencoder = presets.build_image_autoencoder(preset, encoder=image_encoder, seed=seed + 1)
+        self.contrastive = presets.build_aligner(preset, image_encoder=image_encoder, spectrum_encoder=spectrum_encoder)
+        self.superres = presets.build_superresolver(preset, embedder=self.contrastive.spectrum_embedder(), seed=seed + 2)
+        self.generator = presets.build_image_to_spectrum(preset, embedder=self.contrastive.image_embedder(), seed=seed + 3)
+
+    def get(self, name: str) -> keras.Model:
+        return getattr(self, name)
+
+    def freeze_shared_space(self) -> None:
+        """Keep the aligned embedding fixed while the decoders learn to use it."""
+        self.superres.embedder.trainable = False
+        self.generator.embedder.trainable = False
+
+
+def train_run(config: TrainConfig, run_dir: str | Path, *, resume: bool = True,
+              reporter: Reporter | None = None) -> dict:
+    """Run the configured stages in `run_dir`; returns the run summary (also `run.json`)."""
+    reporter = reporter or Reporter()
+    run_dir = Path(run_dir)
+    if (run_dir / "checkpoints").exists() and not resume:
+        raise FileExistsError(f"{run_dir}: holds a run already; resume it or choose another directory")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.toml").write_text(config.to_toml())
+    if config.mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+
+    inputs, truth = load_examples(config.data, config.seed, reporter)
+    if config.val_data:
+        train_inputs = inputs
+        val_inputs, val_truth = load_examples(config.val_data, config.seed + 1, reporter)
+    else:
+        train_inputs, val_inputs, val_truth = _split(inputs, truth, config.val_fraction, config.seed)
+    reporter.info(f"training on {describe_devices()}: {len(train_inputs['scale'])} train, "
+                  f"{len(val_inputs['scale'])} validation examples")
+
+    summary = {"config": config.to_toml(), "preset": config.model_preset, "stages": {},
+               "backend": keras.backend.backend()}
+    started = time.perf_counter()
+    with distribution_scope(config.devices or None):
+        models = SpecsrModels(config.model_preset, config.seed)
+        if config.init_from:
+            _load_final_weights(models, Path(config.init_from), reporter)
+        for stage in ("autoencoders", "contrastive", "decoders"):
+            if stage == "decoders":
+                models.freeze_shared_space()
+            if stage not in config.stage_list():
+                _load_stage_weights(models, stage, run_dir, reporter)
+                continue
+            for name, steps_field in STAGE_MODELS[stage]:
+                keys = STAGE_KEYS[name]
+                summary["stages"][name] = train_stage(
+                    models.get(name),
+                    {k: train_inputs[k] for k in keys},
+                    stage=name,
+                    steps=getattr(config, steps_field),
+                    config=config,
+                    run_dir=run_dir,
+                    reporter=reporter,
+                    val_arrays={k: val_inputs[k] for k in keys},
+                )
+        _save_models(models, run_dir)
+        validation = validate_run(models, val_inputs, val_truth, config, reporter)
+    summary["validation"] = validation
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    summary["headline"] = validation.get("headline", "")
+    (run_dir / "validation.json").write_text(json.dumps(validation, indent=1))
+    (run_dir / "run.json").write_text(json.dumps(summary, indent=1, default=str))
+    return summary
+
+
+def _load_stage_weights(models: SpecsrModels, stage: str, run_dir: Path, reporter: Reporter) -> None:
+    """Weights of a stage that this invocation skips, if an earlier one trained them."""
+    for name, _ in STAGE_MODELS[stage]:
+        path = run_dir / f"{name}.weights.h5"
+        if path.exists():
+            models.get(name)(dummy_inputs(STAGE_KEYS[name]))  # build before loading
+            models.get(name).load_weights(path)
+            reporter.info(f"{name}: weights from {path}")
+
+
+def _load_final_weights(models: SpecsrModels, source: Path, reporter: Reporter) -> None:
+    for stage in STAGE_MODELS:
+        _load_stage_weights(models, stage, source, reporter)
+
+
+def _save_models(models: SpecsrModels, run_dir: Path) -> None:
+    """The final (EMA) models as `.keras` files, for export, inference and fine-tuning."""
+    out = run_dir / "models"
+    out.mkdir(exist_ok=True)
+    for name in ("spectrum_autoencoder", "image_autoencoder", "contrastive", "superres", "generator"):
+        models.get(name).save(out / f"{name}.keras")

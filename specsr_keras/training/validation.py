@@ -1,0 +1,81 @@
+"""End-of-run validation: retrieval top-1 and super-resolved N2 error vs the low-res fit.
+
+Retrieval: image <-> low-res spectrum top-1 in batches of 256 of the validation set.
+N2 = log10([NII]6585/Hα): on the first `val_examples` validation galaxies, the error
+(NMAD and median) of the super-resolved estimate (median over `val_samples` DDIM samples,
+each fitted by the one line fitter) next to the direct fit of the low-res spectrum, per
+Hα S/N bin. A short CPU run is not expected to beat the fit (SCIENCE.md).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from specsr_keras.evaluation.crossmodal import retrieval_top_k
+from specsr_keras.evaluation.metrics import SNR_BINS, nmad
+from specsr_keras.inference.predictors import BaselinePredictor
+from specsr_keras.inference.superres_predictor import SuperResolutionPredictor
+from specsr_keras.instruments import INSTRUMENT_NAMES
+from specsr_keras.reporting import Reporter
+
+RETRIEVAL_BATCH = 256
+
+
+def _embed(fn, arrays: list[np.ndarray], batch: int = 256) -> np.ndarray:
+    n = len(arrays[0])
+    parts = [keras.ops.convert_to_numpy(fn(*(a[i : i + batch] for a in arrays))) for i in range(0, n, batch)]
+    return np.concatenate(parts)
+
+
+def retrieval_top1(aligner, inputs: dict) -> float:
+    """Mean image->spectrum top-1 retrieval over consecutive batches of 256 galaxies."""
+    images = _embed(aligner.embed_image, [inputs["image"]])
+    spectra = _embed(aligner.embed_spectrum, [inputs["lowres"], inputs["lowres_weight"], inputs["instrument"]])
+    scores = [retrieval_top_k(images[i : i + RETRIEVAL_BATCH], spectra[i : i + RETRIEVAL_BATCH], ks=(1,))["top1"]
+              for i in range(0, len(images), RETRIEVAL_BATCH) if len(images) - i >= 16]
+    return float(np.mean(scores)) if scores else float("nan")
+
+
+def n2_errors(superres, truth: dict, config, reporter: Reporter) -> dict:
+    """Per Hα S/N bin: N2 NMAD/bias of super-resolution and of the direct low-res fit."""
+    if "lowres_flux" not in truth:
+        return {"note": "validation mixes instrument grids: N2 check skipped"}
+    if config.val_examples <= 0:
+        return {"note": "val_examples = 0: N2 check skipped"}
+    n = min(config.val_examples, len(truth["n2"]))
+    instrument = INSTRUMENT_NAMES[int(truth["instrument_id"][0])]
+    batch = {k: truth[k][:n] for k in ("lowres_flux", "lowres_ivar", "lowres_mask", "z_prior", "instrument_id")}
+    reporter.info(f"validation: super-resolving {n} spectra ({config.val_samples} samples, "
+                  f"{config.val_ddim_steps} DDIM steps)")
+    sr = SuperResolutionPredictor(superres, instrument, "validation", steps=config.val_ddim_steps)
+    estimates = {
+        "specsr": sr.predict(batch, samples=config.val_samples, seed=config.seed)["n2_p50"],
+        "lowres_fit": BaselinePredictor(instrument).predict(batch)["n2_p50"],
+    }
+    true_n2, snr = truth["n2"][:n], truth["ha_snr"][:n]
+    bins = {}
+    for label, lo, hi in SNR_BINS:
+        rows = (snr >= lo) & (snr < hi)
+        entry = {"count": int(rows.sum())}
+        for method, values in estimates.items():
+            err = values[rows] - true_n2[rows]
+            entry[f"{method}_nmad_dex"] = nmad(err) if rows.any() else None
+            entry[f"{method}_bias_dex"] = float(np.nanmedian(err)) if rows.any() else None
+        bins[label] = entry
+    return bins
+
+
+def validate_run(models, val_inputs: dict, val_truth: dict, config, reporter: Reporter | None = None) -> dict:
+    """Validation metrics of a trained run (see module docstring)."""
+    reporter = reporter or Reporter()
+    result = {"retrieval_top1": retrieval_top1(models.contrastive, val_inputs),
+              "retrieval_chance": RETRIEVAL_BATCH ** -1}
+    result["n2_by_snr"] = n2_errors(models.superres, val_truth, config, reporter)
+    parts = [f"retrieval top-1 {result['retrieval_top1']:.3f}"]
+    for label, entry in result["n2_by_snr"].items():
+        if isinstance(entry, dict) and entry.get("count"):
+            parts.append(f"N2 NMAD S/N {label}: specsr {entry['specsr_nmad_dex']:.3f} vs fit "
+                         f"{entry['lowres_fit_nmad_dex']:.3f} (n={entry['count']})")
+    result["headline"] = "; ".join(parts)
+    return result
