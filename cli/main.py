@@ -19,13 +19,20 @@ def main() -> None:
 
 
 def _register() -> None:
-    from cli import evaluate, infer, simulate, simulate_catalog, train
+    from cli import build_dataset, evaluate, infer, simulate, simulate_catalog, train
 
     app.command("simulate")(simulate.simulate)
     app.command("simulate-catalog")(simulate_catalog.simulate_catalog)
     app.command("train")(train.train)
     app.command("infer")(infer.infer)
     app.command("evaluate")(evaluate.evaluate)
+    app.command("build-dataset")(build_dataset.build_dataset)
+    from cli import anomalies, embed, generate, similar
+
+    app.command("embed")(embed.embed)
+    app.command("similar")(similar.similar)
+    app.command("anomalies")(anomalies.anomalies)
+    app.command("generate")(generate.generate)
 
 
 _register()

@@ -26,16 +26,16 @@ class TrainConfig:
     seed: int = 0
     batch_size: int = 64
     learning_rate: float = 2e-3
-    warmup_steps: int = 100
+    warmup_steps: int = 50
     weight_decay: float = 1e-4
     ema_momentum: float = 0.995
-    autoencoder_steps: int = 600
-    contrastive_steps: int = 300
-    superres_steps: int = 1200
-    generator_steps: int = 400
+    autoencoder_steps: int = 200
+    contrastive_steps: int = 200
+    superres_steps: int = 600
+    generator_steps: int = 200
     stages: str = ",".join(STAGES)  # which stages to run, comma-separated, in order
     checkpoint_every: int = 100  # steps between checkpoints (and progress/metrics rows)
-    val_examples: int = 256  # validation examples for SR line-ratio errors
+    val_examples: int = 128  # validation examples for SR line-ratio errors (0 = skip)
     val_ddim_steps: int = 10
     val_samples: int = 4
     mixed_precision: bool = False  # bfloat16/float16 compute on GPU
