@@ -47,7 +47,10 @@ COLUMN_NAMES = {
     "z_prior": ("z_prior", "zprior"),
     "instrument": ("instrument",),
     "source_sigma_arcsec": ("source_sigma_arcsec",),
+    "image": ("image", "cutout"),
 }
+# Roles a catalog must have for each modality (besides object_id).
+REQUIRED_ROLES = {"spectrum": ("flux",), "image": ("image",)}
 SPECTRUM_ROLES = ("flux", "ivar", "error", "mask", "wavelength")
 INSTRUMENT_KEYS = ("INSTRUME", "instrument")
 TABLE_SUFFIXES = {".fits": "fits", ".fit": "fits", ".fits.gz": "fits", ".h5": "hdf5",
@@ -80,6 +83,7 @@ class RawRows:
     z_prior: np.ndarray | None = None
     source_sigma_arcsec: np.ndarray | None = None
     rejects: list = field(default_factory=list)
+    image: object = None  # (n, H, W, bands) array or list (None = null), or None if absent
 
 
 @dataclass
@@ -120,8 +124,11 @@ class Catalog:
 
 # --- opening -----------------------------------------------------------------------------
 
-def open_catalog(path) -> Catalog:
+def open_catalog(path, modality: str = "spectrum") -> Catalog:
     """Inspect a table file, a directory or a glob of spectrum files; no data are read.
+
+    modality: "spectrum" (flux + ivar columns required) or "image" (an `image` column
+    of cutouts required; table files only).
 
     Raises SpecsrInputError (one line naming the path) for a missing or empty catalog,
     an unknown format or missing required columns.
@@ -130,6 +137,8 @@ def open_catalog(path) -> Catalog:
     if any(char in text for char in "*?["):
         return _open_files(os.path.abspath(text), sorted(glob.glob(os.path.abspath(text))))
     path = Path(text)
+    if path.is_dir() and modality == "image":
+        raise SpecsrInputError(path, "image catalogs must be tables (.fits, .h5, .parquet)")
     if path.is_dir():
         path = path.resolve()
         found = {str(p) for pattern in SPECTRUM_FILE_PATTERNS for p in path.glob(pattern)}
@@ -147,7 +156,7 @@ def open_catalog(path) -> Catalog:
         if isinstance(exc, SpecsrInputError):
             raise
         raise SpecsrInputError(path, f"cannot read the catalog: {exc}") from None
-    columns = _match_columns(path, names)
+    columns = _match_columns(path, names, modality)
     if n_rows == 0:
         raise SpecsrInputError(path, "the catalog is empty (0 rows)")
     instrument = next((str(meta[key]) for key in INSTRUMENT_KEYS if meta.get(key)), "")
@@ -165,15 +174,15 @@ def _open_files(text: str, files: list[str]) -> Catalog:
     return Catalog(text, "files", len(files), files=tuple(files))
 
 
-def _match_columns(path, names) -> dict:
+def _match_columns(path, names, modality: str = "spectrum") -> dict:
     lower = {name.lower(): name for name in names}
     columns = {}
     for role, candidates in COLUMN_NAMES.items():
         match = next((lower[c] for c in candidates if c in lower), None)
         if match is not None:
             columns[role] = match
-    missing = [role for role in ("object_id", "flux") if role not in columns]
-    if "ivar" not in columns and "error" not in columns:
+    missing = [role for role in ("object_id", *REQUIRED_ROLES[modality]) if role not in columns]
+    if modality == "spectrum" and "ivar" not in columns and "error" not in columns:
         missing.append("ivar")
     if missing:
         wanted = "; ".join(f"{role} (one of {', '.join(COLUMN_NAMES[role])})"
@@ -208,8 +217,8 @@ def _inspect_hdf5(path):
             return table.shape[0], list(table.dtype.names), meta, table.name
         # One dataset per column: the columns are the datasets as long as the flux one
         # (others, such as a wavelength grid, are not per object).
-        flux = next((d for name, d in datasets.items() if name.lower() in COLUMN_NAMES["flux"]),
-                    None)
+        flux = next((d for name, d in datasets.items()
+                     if name.lower() in COLUMN_NAMES["flux"] + COLUMN_NAMES["image"]), None)
         if flux is None:
             return 0, list(datasets), meta, ""
         rows = flux.shape[0]
@@ -373,7 +382,7 @@ def _read_files(files, start: int, stop: int) -> RawRows:
 def _raw_from_columns(columns: dict, start: int, stop: int, table_instrument: str) -> RawRows:
     n = stop - start
     ivar = columns.get("ivar")
-    if ivar is None:
+    if ivar is None and "error" in columns:
         ivar = _map_rows(columns["error"], ivar_from_sigma)
     mask = columns.get("mask")
     if mask is not None:
@@ -390,7 +399,8 @@ def _raw_from_columns(columns: dict, start: int, stop: int, table_instrument: st
     return RawRows(
         row=np.arange(start, stop, dtype=np.int64),
         object_id=np.asarray(columns["object_id"]).astype(str),
-        flux=columns["flux"], ivar=ivar, mask=mask, wavelength=columns.get("wavelength"),
+        flux=columns.get("flux"), ivar=ivar, image=columns.get("image"), mask=mask,
+        wavelength=columns.get("wavelength"),
         instrument=instrument.astype(str), z_prior=scalar("z_prior"),
         source_sigma_arcsec=scalar("source_sigma_arcsec"))
 

@@ -19,6 +19,8 @@ class QualityFlag(enum.IntFlag):
     LOW_HA_SNR = 1 << 3  # Hα flux / error < 3
     N2_AT_BOUND = 1 << 4  # N2 clipped to the prior range ([NII] or Hα at 0)
     POOR_FIT = 1 << 5  # reduced chi2 > 3
+    NO_FLUX_SCALE = 1 << 6  # image-only generation: fluxes in units of the object's spectrum scale
+    NO_Z_PRIOR = 1 << 7  # image-only generation without a z prior: window at rest, z is NaN
     RESAMPLED = 1 << 8  # the input spectrum was resampled onto the model grid
     BAD_PIXELS_MASKED = 1 << 9  # NaN/inf flux or non-positive ivar pixels were masked
     Z_PRIOR_INVALID = 1 << 10  # the catalog z prior was inf or out of range: ignored

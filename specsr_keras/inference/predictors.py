@@ -198,8 +198,16 @@ def _load_superres(model: str) -> Predictor:
     return SuperResolutionPredictor.from_path(model, DEFAULT_INSTRUMENT)
 
 
+def _load_generator(model: str) -> Predictor:
+    """`generator:<run dir or generator.keras>`: spectra generated from image cutouts."""
+    from specsr_keras.inference.generator_predictor import ImageSpectrumPredictor
+
+    return ImageSpectrumPredictor.from_path(model.partition(":")[2])
+
+
 # How a --model value is recognised -> (test, loader); the first matching test wins.
 _LOADERS: dict[str, tuple[Callable[[str], bool], Callable[[str], Predictor]]] = {
+    "generator": (lambda m: m.startswith("generator:"), _load_generator),
     "baseline": (_is_baseline, _load_baseline),
     "saved_model": (lambda m: (Path(m) / "saved_model.pb").is_file(), _not_available("SavedModel")),
     "keras_file": (lambda m: m.endswith(".keras") and Path(m).is_file(), _load_superres),

@@ -118,7 +118,7 @@ def run_chunk(task: ChunkTask) -> dict:
     config = task.config
     predictor = cached_predictor(task.model)
     raw = task.catalog.read(task.start, task.start + config.chunk_rows)
-    prepared = prepare_rows(raw, predictor.instrument)
+    prepared = _prepare(raw, predictor)
     batch = prepared.batch
     predictions = _predict(predictor, batch, config, task.index)
     predictions["flags"] = predictions["flags"] | batch["flags"]
@@ -146,13 +146,28 @@ def run_chunk(task: ChunkTask) -> dict:
             "seconds": round(time.perf_counter() - started, 3)}
 
 
+def _prepare(raw, predictor):
+    """Validated batch for the predictor's input modality (see predictor_modality)."""
+    if predictor_modality(predictor) == "image":
+        from specsr_keras.inference.images import prepare_image_rows
+
+        return prepare_image_rows(raw, tuple(getattr(predictor, "image_shape", (64, 64, 4))))
+    return prepare_rows(raw, predictor.instrument)
+
+
+def predictor_modality(predictor) -> str:
+    """"spectrum" (low-res spectra, the default) or "image" (cutouts) a predictor reads."""
+    return getattr(predictor, "modality", "spectrum")
+
+
 def _predict(predictor, batch: dict, config: InferConfig, index: int) -> dict:
     """Predictor outputs for all rows of a prepared chunk, in batches of config.batch."""
     columns = output_columns(config.save_spectra)
     n = len(batch["row"])
     pieces = []
     for number, start in enumerate(range(0, n, config.batch)):
-        part = {key: batch[key][start:start + config.batch] for key in PREDICTOR_INPUTS}
+        keys = getattr(predictor, "input_keys", PREDICTOR_INPUTS)
+        part = {key: batch[key][start:start + config.batch] for key in keys}
         out = predictor.predict(part, samples=config.samples,
                                 seed=chunk_seed(config.seed, index, number),
                                 save_spectra=config.save_spectra)
@@ -185,10 +200,10 @@ def run_inference(catalog_path, model: str, run_dir, config: InferConfig = Infer
     catalog and ValueError when run_dir holds a run of another input/model/config.
     """
     started, reporter = time.perf_counter(), reporter or Reporter()
-    catalog = open_catalog(catalog_path)
     if Path(model).exists():  # workers may run elsewhere: absolute paths only
         model = str(Path(model).resolve())
     predictor = cached_predictor(model)
+    catalog = open_catalog(catalog_path, predictor_modality(predictor))
     run_dir = Path(run_dir).resolve()
     if overwrite:
         clear_run(run_dir)

@@ -1,0 +1,1 @@
+"""Cross-modal tools on the shared embedding space: embed catalogs, neighbours, anomalies."""

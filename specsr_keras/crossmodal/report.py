@@ -1,0 +1,49 @@
+"""`write_anomalies`: the files of `specsr anomalies` (tables and pictures)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+import specsr_keras
+from specsr_keras.crossmodal.anomalies import anomaly_table
+from specsr_keras.crossmodal.store import read_embeddings
+
+__all__ = ["write_anomalies"]
+
+GALLERY_MAX = 25
+
+
+def write_anomalies(index_path, out_dir, *, spectra_index=None, top: int = 100,
+                    k: int = 10) -> dict:
+    """anomalies.fits (all), anomalies_top.csv (top), score_histogram.png, gallery.png."""
+    from specsr_keras.crossmodal.plots import mosaic, object_views, score_histogram
+
+    index = read_embeddings(index_path)
+    other = read_embeddings(spectra_index) if spectra_index else None
+    table = anomaly_table(index, other, k=k)
+    table.meta.update(SOFTWARE=f"specsr {specsr_keras.__version__}",
+                      INDEX=str(index_path)[-60:], OTHER=str(spectra_index or "")[-60:])
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = [out / "anomalies.fits", out / "anomalies_top.csv", out / "score_histogram.png",
+             out / "gallery.png"]
+    table.write(files[0], overwrite=True)
+    top_table = table[:top]
+    top_table.write(files[1], format="ascii.csv", overwrite=True)
+    threshold = float(top_table["score"][-1]) if len(top_table) < len(table) else None
+    score_histogram(table["score"], files[2], threshold=threshold)
+    shown = top_table[:GALLERY_MAX]
+    source = index if len(index.ids) else other
+    lookup = {value: i for i, value in enumerate(source.ids)}
+    positions = [lookup.get(oid, -1) for oid in shown["object_id"]]
+    views = object_views(source, [p for p in positions if p >= 0])
+    views_by_id = dict(zip([oid for oid, p in zip(shown["object_id"], positions, strict=True)
+                            if p >= 0], views, strict=True))
+    mosaic([views_by_id.get(oid) for oid in shown["object_id"]],
+           [f"#{r} {oid} s={s:.1f}" for r, oid, s in zip(shown["rank"], shown["object_id"],
+                                                        np.asarray(shown["score"]), strict=True)],
+           files[3], title="most anomalous objects")
+    return {"table": table, "n": len(table), "files": [str(f) for f in files],
+            "components": table.meta["COMPS"]}
