@@ -24,7 +24,7 @@ class TrainConfig:
     val_fraction: float = 0.05
     model_preset: str = "tiny"  # see specsr_keras.models.presets
     seed: int = 0
-    batch_size: int = 64
+    batch_size: int = 32
     learning_rate: float = 2e-3
     warmup_steps: int = 50
     weight_decay: float = 1e-4
