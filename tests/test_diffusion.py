@@ -25,6 +25,8 @@ from specsr_keras.models.diffusion import (
 )
 from specsr_keras.models.layers import SinusoidalEmbedding
 
+pytestmark = pytest.mark.keras
+
 BACKEND = keras.backend.backend()
 
 

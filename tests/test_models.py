@@ -22,6 +22,8 @@ from specsr_keras.models.contrastive import info_nce, retrieval_top_k
 from specsr_keras.models.superres import SuperResolver, sample_mean_std
 from specsr_keras.models.unet1d import UNet1D
 
+pytestmark = pytest.mark.keras
+
 BACKEND = keras.backend.backend()
 REPO = Path(__file__).resolve().parents[1]
 BUILDERS = {

@@ -28,6 +28,8 @@ from specsr_keras.models.presets import build_spectrum_encoder
 from specsr_keras.models.unet1d import UNet1D
 from specsr_keras.models.unet2d import UNet2D
 
+pytestmark = pytest.mark.keras
+
 RNG = np.random.default_rng(0)
 
 
