@@ -20,7 +20,7 @@ from specsr_keras.training.pipeline import train_run
 
 pytestmark = pytest.mark.keras
 
-TINY_STEPS = dict(batch_size=16, checkpoint_every=2, warmup_steps=1, autoencoder_steps=2,
+TINY_STEPS = dict(model_preset="micro", batch_size=16, checkpoint_every=2, warmup_steps=1, autoencoder_steps=2,
                   contrastive_steps=2, superres_steps=2, generator_steps=2, val_fraction=0.25)
 
 
