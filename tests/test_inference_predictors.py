@@ -85,7 +85,7 @@ def test_model_names_resolve_to_predictors(tmp_path):
     assert load_predictor("baseline:g141").instrument == "hst_g141"
     assert cached_predictor("baseline") is cached_predictor("baseline")
     (tmp_path / "saved_model.pb").write_bytes(b"")
-    with pytest.raises(ValueError, match="not available"):
+    with pytest.raises(FileNotFoundError, match="signatures.json"):
         load_predictor(str(tmp_path))
     with pytest.raises(ValueError, match="unknown model"):
         load_predictor("no-such-model")
