@@ -33,6 +33,10 @@ def _register() -> None:
     app.command("similar")(similar.similar)
     app.command("anomalies")(anomalies.anomalies)
     app.command("generate")(generate.generate)
+    from cli import export, serving_check
+
+    app.command("export")(export.export)
+    app.command("serving-check")(serving_check.serving_check)
 
 
 _register()

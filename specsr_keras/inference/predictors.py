@@ -205,11 +205,18 @@ def _load_generator(model: str) -> Predictor:
     return ImageSpectrumPredictor.from_path(model.partition(":")[2])
 
 
+def _load_saved_model(model: str) -> Predictor:
+    """An exported SavedModel directory (saved_models/<name>/<version>)."""
+    from specsr_keras.export.predictor import SavedModelPredictor
+
+    return SavedModelPredictor(model)
+
+
 # How a --model value is recognised -> (test, loader); the first matching test wins.
 _LOADERS: dict[str, tuple[Callable[[str], bool], Callable[[str], Predictor]]] = {
     "generator": (lambda m: m.startswith("generator:"), _load_generator),
     "baseline": (_is_baseline, _load_baseline),
-    "saved_model": (lambda m: (Path(m) / "saved_model.pb").is_file(), _not_available("SavedModel")),
+    "saved_model": (lambda m: (Path(m) / "saved_model.pb").is_file(), _load_saved_model),
     "keras_file": (lambda m: m.endswith(".keras") and Path(m).is_file(), _load_superres),
     "run_dir": (lambda m: (Path(m) / "models" / "superres.keras").is_file(), _load_superres),
 }

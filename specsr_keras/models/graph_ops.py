@@ -72,8 +72,11 @@ def locate_bins(edges, values, side="right"):
     span = ops.maximum(ops.max(edges[:, -1]), ops.max(values)) - low + 1.0
     offsets = span * ops.cast(ops.expand_dims(ops.arange(rows), -1), edges.dtype)
     values = ops.broadcast_to(values, (rows, values.shape[-1]))
-    flat = ops.searchsorted(ops.reshape(edges - low + offsets, (-1,)),
-                            ops.reshape(values - low + offsets, (-1,)), side=side)
+    flat = ops.searchsorted(
+        ops.reshape(edges - low + offsets, (-1,)),
+        ops.reshape(values - low + offsets, (-1,)),
+        side=side,
+    )
     index = ops.reshape(ops.cast(flat, "int32"), ops.shape(values))
     return index - n * ops.expand_dims(ops.arange(rows, dtype="int32"), -1) - 1
 
@@ -85,7 +88,11 @@ def resample_flux(edges_in, flux, ivar, edges_out, dtype="float64"):
     edges_out: (L_out+1,) or (B, L_out+1). Returns (flux, ivar) (B, L_out) in `dtype`
     (ivar None when ivar was None).
     """
-    edges_in, edges_out, flux = _float(edges_in, dtype), _float(edges_out, dtype), _float(flux, dtype)
+    edges_in, edges_out, flux = (
+        _float(edges_in, dtype),
+        _float(edges_out, dtype),
+        _float(flux, dtype),
+    )
     n_in = flux.shape[-1]
     lo, hi = edges_out[..., :-1], edges_out[..., 1:]
     if len(lo.shape) == 1:
@@ -101,8 +108,9 @@ def resample_flux(edges_in, flux, ivar, edges_out, dtype="float64"):
     flux_cum = _cumulative(flux * width_in)
 
     def integral(position, index):  # integral of the flux density from edges_in[0]
-        return (_gather(flux_cum, index)
-                + _gather(flux, index) * (position - _gather(edges_in, index)))
+        return _gather(flux_cum, index) + _gather(flux, index) * (
+            position - _gather(edges_in, index)
+        )
 
     width_out = hi - lo
     safe_width = ops.where(width_out > 0, width_out, 1.0)
@@ -117,10 +125,14 @@ def resample_flux(edges_in, flux, ivar, edges_out, dtype="float64"):
         same = first == last
         head = ops.where(same, hi, _gather(edges_in, ops.minimum(first + 1, n_in))) - lo
         tail = ops.where(same, 0.0, hi - _gather(edges_in, last))
-        interior = ops.where(same, 0.0, _gather(var_cum, last)
-                             - _gather(var_cum, ops.minimum(first + 1, last)))
-        out_var = (ops.square(head) * _gather(variance, first)
-                   + ops.square(tail) * _gather(variance, last) + interior) / ops.square(safe_width)
+        interior = ops.where(
+            same, 0.0, _gather(var_cum, last) - _gather(var_cum, ops.minimum(first + 1, last))
+        )
+        out_var = (
+            ops.square(head) * _gather(variance, first)
+            + ops.square(tail) * _gather(variance, last)
+            + interior
+        ) / ops.square(safe_width)
         untouched = _gather(bad_cum, last + 1) == _gather(bad_cum, first)
         valid = ops.logical_and(ops.logical_and(valid, untouched), out_var > 0)
         out_ivar = ops.where(valid, 1.0 / ops.where(valid, out_var, 1.0), 0.0)
@@ -151,8 +163,9 @@ def placement_redshift(z_prior, instrument: Instrument):
 
 def target_window_edges(z, dtype="float64"):
     """Observed-frame edges (B, 321) [Å] of TARGET_GRID placed at z (B,)."""
-    return (ops.expand_dims(_float(TARGET_GRID.bin_edges, dtype), 0)
-            * ops.expand_dims(1.0 + _float(z, dtype), -1))
+    return ops.expand_dims(_float(TARGET_GRID.bin_edges, dtype), 0) * ops.expand_dims(
+        1.0 + _float(z, dtype), -1
+    )
 
 
 def lowres_model_inputs(flux, ivar, mask, z_place, instrument: Instrument):
@@ -165,11 +178,15 @@ def lowres_model_inputs(flux, ivar, mask, z_place, instrument: Instrument):
     flux, ivar = clean_lowres(flux, ivar, mask)
     scale = spectrum_scale(flux, ivar)
     enc_flux, enc_ivar = resample_flux(instrument.bin_edges, flux, ivar, ENCODER_GRID.bin_edges)
-    tgt_flux, tgt_ivar = resample_flux(instrument.bin_edges, flux, ivar, target_window_edges(z_place))
-    lowres, lowres_weight = prepare_spectrum(_float(enc_flux, "float32"),
-                                             _float(enc_ivar, "float32"), scale)
-    on_target, on_target_weight = prepare_spectrum(_float(tgt_flux, "float32"),
-                                                   _float(tgt_ivar, "float32"), scale)
+    tgt_flux, tgt_ivar = resample_flux(
+        instrument.bin_edges, flux, ivar, target_window_edges(z_place)
+    )
+    lowres, lowres_weight = prepare_spectrum(
+        _float(enc_flux, "float32"), _float(enc_ivar, "float32"), scale
+    )
+    on_target, on_target_weight = prepare_spectrum(
+        _float(tgt_flux, "float32"), _float(tgt_ivar, "float32"), scale
+    )
     batch = ops.shape(flux)[0]
     return {
         "lowres": lowres,
@@ -197,15 +214,17 @@ def gaussian_blur(x, sigma_pixels):
     """
     x = _float(x, "float32")
     length = x.shape[-1]
-    padded = ops.concatenate([ops.repeat(x[:, :1], _BLUR_PAD, axis=1), x,
-                              ops.repeat(x[:, -1:], _BLUR_PAD, axis=1)], axis=1)
+    padded = ops.concatenate(
+        [ops.repeat(x[:, :1], _BLUR_PAD, axis=1), x, ops.repeat(x[:, -1:], _BLUR_PAD, axis=1)],
+        axis=1,
+    )
     n_fft = length + 2 * _BLUR_PAD
     real, imag = ops.rfft(padded)
     frequency = ops.arange(n_fft // 2 + 1, dtype="float32") / n_fft
     sigma = ops.expand_dims(_float(sigma_pixels, "float32"), -1)
     transfer = ops.exp(-2.0 * math.pi**2 * ops.square(sigma * ops.expand_dims(frequency, 0)))
     blurred = ops.irfft((real * transfer, imag * transfer), fft_length=n_fft)
-    return blurred[:, _BLUR_PAD:_BLUR_PAD + length]
+    return blurred[:, _BLUR_PAD : _BLUR_PAD + length]
 
 
 def _lsf_sigma_graph(instrument: Instrument, wave):
@@ -228,8 +247,9 @@ def reobserve(hires_mean, z_place, instrument: Instrument):
     sigma_target = centre / (FWHM_PER_SIGMA * TARGET_GRID.resolving_power)
     extra = ops.sqrt(ops.maximum(ops.square(sigma_inst) - ops.square(sigma_target), 1e-6))
     blurred = gaussian_blur(hires_mean, extra / (1.0 + z))
-    model, covered = resample_flux(target_window_edges(z), blurred, ops.ones_like(blurred),
-                                   instrument.bin_edges)
+    model, covered = resample_flux(
+        target_window_edges(z), blurred, ops.ones_like(blurred), instrument.bin_edges
+    )
     return _float(model, "float32"), covered > 0
 
 
@@ -308,15 +328,20 @@ def measure_lines(samples, z_place, scale):
 
     kernel = SCAN_SMOOTH // 2
     cum = _cumulative(residual)
-    smooth = (cum[:, 2 * kernel + 1:] - cum[:, :-(2 * kernel + 1)]) / SCAN_SMOOTH  # centred at i+kernel
+    smooth = (
+        cum[:, 2 * kernel + 1 :] - cum[:, : -(2 * kernel + 1)]
+    ) / SCAN_SMOOTH  # centred at i+kernel
     smooth = ops.pad(smooth, ((0, 0), (kernel, kernel)))
     shifts = np.arange(-SCAN_HALF_WIDTH, SCAN_HALF_WIDTH + 1)
 
     def at(rest):
         return ops.take(smooth, np.clip(_pixel(rest) + shifts, 0, length - 1), axis=1)
 
-    score = (at(HALPHA) + SCAN_NII_RATIO * at(NII_6585)
-             + SCAN_NII_RATIO / NII_DOUBLET_RATIO * at(NII_6550))
+    score = (
+        at(HALPHA)
+        + SCAN_NII_RATIO * at(NII_6585)
+        + SCAN_NII_RATIO / NII_DOUBLET_RATIO * at(NII_6550)
+    )
     shift = ops.take(ops.convert_to_tensor(shifts.astype("float32")), ops.argmax(score, axis=-1))
     peak = float(TARGET_GRID.wavelength[_pixel(HALPHA)]) + shift  # rest-placed Å
 
@@ -324,8 +349,9 @@ def measure_lines(samples, z_place, scale):
     positive = ops.maximum(residual, 0.0) * near
     total = ops.sum(positive, axis=-1)
     rest = ops.expand_dims(_float(TARGET_GRID.wavelength, "float32"), 0)
-    centroid = ops.where(total > 0, ops.sum(positive * rest, axis=-1) / ops.where(total > 0, total, 1.0),
-                         peak)
+    centroid = ops.where(
+        total > 0, ops.sum(positive * rest, axis=-1) / ops.where(total > 0, total, 1.0), peak
+    )
 
     one_plus_z = ops.repeat(1.0 + _float(z_place, "float32"), shape[1], axis=0)
     ha = ops.sum(residual * _window_weights(centroid, INTEGRATION_HALF_WIDTH), -1) * one_plus_z
@@ -334,8 +360,10 @@ def measure_lines(samples, z_place, scale):
     floor = 1e-3 * ops.repeat(_float(scale, "float32"), shape[1], axis=0)
     n2 = ops.clip(ops.log10(ops.maximum(nii, floor) / ops.maximum(ha, floor)), *N2_RANGE)
     z = centroid * one_plus_z / HALPHA - 1.0
-    return {name: ops.reshape(value, (shape[0], shape[1]))
-            for name, value in (("ha_flux", ha), ("nii_6585_flux", nii), ("n2", n2), ("z", z))}
+    return {
+        name: ops.reshape(value, (shape[0], shape[1]))
+        for name, value in (("ha_flux", ha), ("nii_6585_flux", nii), ("n2", n2), ("z", z))
+    }
 
 
 def percentiles(x, q, axis=1):
@@ -354,5 +382,7 @@ def percentiles(x, q, axis=1):
 def cross_modal_disagreement(image_embedding, spectrum_embedding):
     """1 - cos(angle) between unit embeddings (B, D) -> (B,), in [0, 2]."""
     dot = ops.sum(image_embedding * spectrum_embedding, axis=-1)
-    norms = ops.sqrt(ops.sum(ops.square(image_embedding), -1) * ops.sum(ops.square(spectrum_embedding), -1))
+    norms = ops.sqrt(
+        ops.sum(ops.square(image_embedding), -1) * ops.sum(ops.square(spectrum_embedding), -1)
+    )
     return 1.0 - dot / ops.maximum(norms, 1e-12)

@@ -1,0 +1,69 @@
+"""`specsr export`: a training run -> a TensorFlow Serving SavedModel version."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli.common import console, one_line_errors, reporter
+
+
+@one_line_errors
+def export(
+    run_dir: Annotated[
+        Path, typer.Argument(help="Finished training run (holds run.json and models/*.keras).")
+    ],
+    version: Annotated[
+        int, typer.Option(min=1, help="Model version N: writes OUT/NAME/N (never overwritten).")
+    ],
+    name: Annotated[str, typer.Option(help="Model name served by TF Serving.")] = "specsr",
+    instrument: Annotated[
+        str,
+        typer.Option(help="Grid the endpoints take low-res spectra on (euclid, g141, roman, ...)."),
+    ] = "euclid",
+    ddim_steps: Annotated[int, typer.Option(min=1, help="DDIM steps per request.")] = 20,
+    samples: Annotated[int, typer.Option(min=1, help="Diffusion samples K per object.")] = 16,
+    eta: Annotated[
+        float, typer.Option(min=0.0, help="DDIM eta (0 = deterministic given the seed).")
+    ] = 0.0,
+    guidance: Annotated[
+        float, typer.Option(help="Classifier-free guidance weight (1 = none).")
+    ] = 1.0,
+    out: Annotated[
+        Path, typer.Option(help="Export root: OUT/models.config and OUT/NAME/N/.")
+    ] = Path("saved_models"),
+):
+    """Export the super-resolver, aligner and generator as one SavedModel with five signatures.
+
+    Signatures: super_resolve (= serving_default), embed_spectrum, embed_image,
+    spectrum_from_image, anomaly_score; spectra in 1e-17 erg/s/cm²/Å on the instrument
+    grid, preprocessing and sampling in the graph. Writes OUT/NAME/N/signatures.json
+    (inputs/outputs with units and shapes, metadata) and rewrites OUT/models.config.
+    Example: [bold]specsr export runs/quick --name specsr --version 1[/]
+    """
+    from specsr_keras.export import export_run
+
+    summary = export_run(
+        run_dir,
+        name=name,
+        version=version,
+        out=out,
+        instrument=instrument,
+        steps=ddim_steps,
+        samples=samples,
+        eta=eta,
+        guidance=guidance,
+        reporter=reporter(),
+    )
+    console.print(
+        f"[green]exported[/] {summary['path']}: {', '.join(summary['endpoints'])} "
+        f"({summary['size_bytes'] / 1e6:.1f} MB, trained on {summary['backend_trained_on']})"
+    )
+    mount = out if out.is_absolute() else f"$PWD/{out}"
+    console.print(
+        f"serve with: docker run -p 8501:8501 -v {mount}:/models tensorflow/serving "
+        f"--model_config_file=/models/models.config",
+        highlight=False,
+    )
