@@ -34,19 +34,19 @@ $(DEMO)/data/heldout/manifest.json:
 	$(NICE) $(SPECSR) simulate --n 600 $(DEMO_SIM) --seed 2 --out $(DEMO)/data/heldout --plot --overwrite
 
 $(DEMO)/data/catalog.fits:
-	$(NICE) $(SPECSR) simulate-catalog --n 2000 --instrument euclid --seed 3 --out $@
+	$(NICE) $(SPECSR) simulate-catalog --n 1000 --instrument euclid --seed 3 --out $@
 
 $(DEMO)/runs/quick/run.json: $(DEMO)/data/train/manifest.json
 	$(NICE) $(SPECSR) train $(DEMO)/runs/quick --preset quick --data $(DEMO)/data/train
 
 $(DEMO_MODEL)/saved_model.pb: $(DEMO)/runs/quick/run.json
-	$(NICE) $(SPECSR) export $(DEMO)/runs/quick --name specsr-demo --version 1
+	$(NICE) $(SPECSR) export $(DEMO)/runs/quick --name specsr-demo --version 1 --ddim-steps 10 --samples 4
 
 $(DEMO)/results/results.fits: $(DEMO_MODEL)/saved_model.pb $(DEMO)/data/catalog.fits
-	$(NICE) $(SPECSR) infer $(DEMO)/data/catalog.fits --model $(DEMO_MODEL) --out $(DEMO)/results
+	$(NICE) $(SPECSR) infer $(DEMO)/data/catalog.fits --model $(DEMO_MODEL) --out $(DEMO)/results --samples 4
 
 $(DEMO)/report/report.md: $(DEMO)/results/results.fits $(DEMO)/data/heldout/manifest.json
-	$(NICE) $(SPECSR) evaluate --model $(DEMO_MODEL) --data $(DEMO)/data/heldout --out $(DEMO)/report
+	$(NICE) $(SPECSR) evaluate --model $(DEMO_MODEL) --data $(DEMO)/data/heldout --out $(DEMO)/report --samples 4
 
 test: venv test-tf test-jax
 
