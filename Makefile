@@ -46,7 +46,8 @@ $(DEMO)/results/results.fits: $(DEMO_MODEL)/saved_model.pb $(DEMO)/data/catalog.
 	$(NICE) $(SPECSR) infer $(DEMO)/data/catalog.fits --model $(DEMO_MODEL) --out $(DEMO)/results --samples 4
 
 $(DEMO)/report/report.md: $(DEMO)/results/results.fits $(DEMO)/data/heldout/manifest.json
-	$(NICE) $(SPECSR) evaluate --model $(DEMO_MODEL) --data $(DEMO)/data/heldout --out $(DEMO)/report --samples 4
+	$(NICE) $(SPECSR) evaluate --model $(DEMO_MODEL) --data $(DEMO)/data/heldout --out $(DEMO)/report --samples 4 \
+		--embeddings-from $(DEMO)/runs/quick
 
 test: venv test-tf test-jax
 

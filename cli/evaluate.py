@@ -25,6 +25,9 @@ def evaluate(
         min=1, help="Posterior samples per object (diffusion models).")] = 16,
     seed: Annotated[int, typer.Option(
         min=0, help="Base seed (model sampling, ceiling noise).")] = 0,
+    embeddings_from: Annotated[Path | None, typer.Option(
+        exists=True, file_okay=False, help="Training run whose aligner embeds the first set's "
+        "images and spectra for retrieval, kNN redshift/mass R² and anomaly metrics.")] = None,
 ):
     """Compare a model with the direct low-res fit, the Faisst+18 prior and the R=3600 ceiling.
 
@@ -36,8 +39,13 @@ def evaluate(
     from specsr_keras.evaluation import evaluate as run_evaluation
 
     dirs = [part.strip() for part in data.split(",") if part.strip()]
+    crossmodal = None
+    if embeddings_from is not None:
+        from specsr_keras.evaluation import embeddings_from_run
+
+        crossmodal = embeddings_from_run(embeddings_from, dirs[0], max_examples)
     metrics = run_evaluation(model, dirs, out, max_examples=max_examples, samples=samples,
-                             seed=seed, reporter=reporter("objects"))
+                             seed=seed, crossmodal=crossmodal, reporter=reporter("objects"))
     console.print(headline_table(metrics))
 
 

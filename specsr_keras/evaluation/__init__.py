@@ -67,6 +67,24 @@ def evaluate(model: str, data_dirs, out_dir, *, max_examples: int | None = None,
     return metrics
 
 
+def embeddings_from_run(run_dir, data_dir, max_examples: int | None = None) -> CrossModalInputs:
+    """Image and low-res spectrum embeddings of a held-out set's first rows, by a training run.
+
+    The rows are those `evaluate` uses for that set (shard order, first `max_examples`).
+    """
+    from specsr_keras.data.shards import load_shards, read_manifest
+    from specsr_keras.embeddings import embed_images, embed_spectra
+
+    batch = load_shards(data_dir, fields=["image", "lowres_flux", "lowres_ivar", "lowres_mask"],
+                        max_examples=max_examples)
+    instrument = read_manifest(data_dir)["instrument"]
+    return CrossModalInputs(
+        image_embeddings=embed_images(batch["image"], run_dir),
+        spectrum_embeddings=embed_spectra(batch["lowres_flux"], batch["lowres_ivar"],
+                                          batch["lowres_mask"], instrument, run_dir),
+    )
+
+
 def flat_metrics(headline: dict, extra: dict) -> dict:
     """The flat metrics.json keys from the headline S/N >= 10 summary and cross-modal metrics."""
     n2, z = headline["n2"], headline["z"]
