@@ -73,8 +73,10 @@ def plot_examples(examples: dict, truth: dict, estimates: dict, path) -> Path:
         ax.plot(rest, examples["hires_truth"][row], color="k", lw=1.0, label="truth (R=3600)")
         if "sr_mean" in examples:
             mean, std = examples["sr_mean"][row], examples["sr_std"][row]
-            ax.plot(rest, mean, color=_COLORS["specsr"], lw=1.0, label="specsr mean")
-            ax.fill_between(rest, mean - std, mean + std, color=_COLORS["specsr"], alpha=0.3,
+            # specsr's window is placed at the redshift prior: move it to the true rest frame.
+            placed = rest * (1.0 + truth["z_prior"][i]) / opz
+            ax.plot(placed, mean, color=_COLORS["specsr"], lw=1.0, label="specsr mean")
+            ax.fill_between(placed, mean - std, mean + std, color=_COLORS["specsr"], alpha=0.3,
                             lw=0, label="specsr ±1σ")
         else:
             ax.plot(rest, examples["lowres_fit_model"][row], color=_COLORS["lowres_fit"], lw=1.0,
