@@ -1,9 +1,8 @@
 """Checkpoints, deterministic batches, config resolution and stage resume on a toy model."""
 
+import keras
 import numpy as np
 import pytest
-
-import keras
 
 from specsr_keras.training.batches import batch_indices, step_batches
 from specsr_keras.training.checkpoints import CheckpointManager

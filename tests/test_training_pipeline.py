@@ -8,10 +8,9 @@ import sys
 import time
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
-
-import keras
 
 from specsr_keras.data.shards import write_shards
 from specsr_keras.simulate import dataset_metadata, simulate_galaxies

@@ -95,8 +95,10 @@ class SpecsrModels:
         self.spectrum_autoencoder = presets.build_spectrum_autoencoder(preset, encoder=spectrum_encoder, seed=seed)
         self.image_autoencoder = presets.build_image_autoencoder(preset, encoder=image_encoder, seed=seed + 1)
         self.contrastive = presets.build_aligner(preset, image_encoder=image_encoder, spectrum_encoder=spectrum_encoder)
-        self.superres = presets.build_superresolver(preset, embedder=self.contrastive.spectrum_embedder(), seed=seed + 2)
-        self.generator = presets.build_image_to_spectrum(preset, embedder=self.contrastive.image_embedder(), seed=seed + 3)
+        self.superres = presets.build_superresolver(
+            preset, embedder=self.contrastive.spectrum_embedder(), seed=seed + 2)
+        self.generator = presets.build_image_to_spectrum(
+            preset, embedder=self.contrastive.image_embedder(), seed=seed + 3)
 
     def get(self, name: str) -> keras.Model:
         return getattr(self, name)
