@@ -53,7 +53,6 @@ class _StageCallback(keras.callbacks.Callback):
         self.steps_per_epoch = steps_per_epoch
         self.advance = advance
         self.step = start_step
-        self.started = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
