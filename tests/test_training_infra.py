@@ -1,5 +1,7 @@
 """Checkpoints, deterministic batches, config resolution and stage resume on a toy model."""
 
+import time
+
 import keras
 import numpy as np
 import pytest
@@ -60,7 +62,7 @@ def test_config_precedence_preset_file_override(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text('batch_size = 8\nlearning_rate = 0.1\n')
     config = resolve_config("default", path, learning_rate=0.2, seed=None)
-    assert (config.batch_size, config.learning_rate, config.superres_steps) == (8, 0.2, 12000)
+    assert (config.batch_size, config.learning_rate, config.superres_steps) == (8, 0.2, 7000)
     roundtrip = tmp_path / "r.toml"
     roundtrip.write_text(config.to_toml())
     assert resolve_config("quick", roundtrip) == config
@@ -93,9 +95,14 @@ def test_stage_resume_matches_uninterrupted_run(tmp_path):
     newest = manager.latest()
     newest.weights_path.write_bytes(b"truncated")
     assert manager.latest().step == 5
+    seconds_before = manager.latest().extra["train_seconds"]
+    assert seconds_before > 0
     resumed = NoisyRegressor()
+    started = time.perf_counter()
     summary = train_stage(resumed, arrays, stage="toy", steps=20, config=_config(), run_dir=tmp_path / "b")
     assert summary["resumed_from"] == 5
+    # The stage's training time is the checkpoint's seconds plus this invocation's.
+    assert seconds_before < summary["seconds"] <= seconds_before + (time.perf_counter() - started)
     for a, b in zip(straight.get_weights(), resumed.get_weights(), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     untrained = NoisyRegressor()

@@ -28,7 +28,7 @@ from specsr_keras.models import presets
 from specsr_keras.models.preprocessor import STAGE_KEYS, chunked_model_inputs, dummy_inputs
 from specsr_keras.reporting import Reporter
 from specsr_keras.training.config import TrainConfig
-from specsr_keras.training.distribution import describe_devices, distribution_scope
+from specsr_keras.training.distribution import describe_devices, describe_host, distribution_scope
 from specsr_keras.training.stage import train_stage
 from specsr_keras.training.validation import validate_run
 
@@ -131,12 +131,14 @@ def train_run(config: TrainConfig, run_dir: str | Path, *, resume: bool = True,
                   f"{len(val_inputs['scale'])} validation examples")
 
     summary = {"config": config.to_toml(), "preset": config.model_preset, "stages": {},
-               "backend": keras.backend.backend()}
+               "backend": keras.backend.backend(), "devices": describe_devices(), "host": describe_host()}
+    # The input grid of predictors loaded from this run (SuperResolutionPredictor.from_path).
+    summary["instrument"] = read_manifest(_parse_sources(config.data)[0][0])["instrument"]
     started = time.perf_counter()
     with distribution_scope(config.devices or None):
         models = SpecsrModels(config.model_preset, config.seed)
         if config.init_from:
-            _load_final_weights(models, Path(config.init_from), reporter)
+            load_run_weights(models, Path(config.init_from), reporter)
         for stage in ("autoencoders", "contrastive", "decoders"):
             if stage == "decoders":
                 models.freeze_shared_space()
@@ -166,16 +168,19 @@ def train_run(config: TrainConfig, run_dir: str | Path, *, resume: bool = True,
 
 
 def _load_stage_weights(models: SpecsrModels, stage: str, run_dir: Path, reporter: Reporter) -> None:
-    """Weights of a stage that this invocation skips, if an earlier one trained them."""
+    """Weights of a stage that this invocation skips, if an earlier one trained them: the
+    stage's `<name>.weights.h5`, else the run's final `models/<name>.keras` (a shipped run)."""
     for name, _ in STAGE_MODELS[stage]:
-        path = run_dir / f"{name}.weights.h5"
-        if path.exists():
-            models.get(name)(dummy_inputs(STAGE_KEYS[name]))  # build before loading
-            models.get(name).load_weights(path)
-            reporter.info(f"{name}: weights from {path}")
+        for path in (run_dir / f"{name}.weights.h5", run_dir / "models" / f"{name}.keras"):
+            if path.exists():
+                models.get(name)(dummy_inputs(STAGE_KEYS[name]))  # build before loading
+                models.get(name).load_weights(path)
+                reporter.info(f"{name}: weights from {path}")
+                break
 
 
-def _load_final_weights(models: SpecsrModels, source: Path, reporter: Reporter) -> None:
+def load_run_weights(models: SpecsrModels, source: Path, reporter: Reporter) -> None:
+    """Every model's final weights from the run `source` (e.g. `--init-from`, a shipped run)."""
     for stage in STAGE_MODELS:
         _load_stage_weights(models, stage, source, reporter)
 
@@ -185,4 +190,11 @@ def _save_models(models: SpecsrModels, run_dir: Path) -> None:
     out = run_dir / "models"
     out.mkdir(exist_ok=True)
     for name in ("spectrum_autoencoder", "image_autoencoder", "contrastive", "superres", "generator"):
-        models.get(name).save(out / f"{name}.keras")
+        save_inference_model(models.get(name), out / f"{name}.keras")
+
+
+def save_inference_model(model: keras.Model, path: Path) -> None:
+    """Save `model` without its optimizer state (a quarter of the size; loads without
+    optimizer-slot warnings): save, reload uncompiled, save again."""
+    model.save(path)
+    keras.saving.load_model(path, compile=False).save(path)

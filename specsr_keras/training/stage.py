@@ -45,14 +45,16 @@ def make_optimizer(config: TrainConfig, total_steps: int) -> keras.optimizers.Op
 
 
 class _StageCallback(keras.callbacks.Callback):
-    """Checkpoints at each fit-epoch end and drives the reporter's progress bar."""
+    """Checkpoints at each fit-epoch end (with the stage's training seconds so far, summed
+    over resumed invocations) and drives the reporter's progress bar."""
 
-    def __init__(self, manager, steps_per_epoch, advance, start_step):
+    def __init__(self, manager, steps_per_epoch, advance, start_step, elapsed):
         super().__init__()
         self.manager = manager
         self.steps_per_epoch = steps_per_epoch
         self.advance = advance
         self.step = start_step
+        self.elapsed = elapsed  # () -> training seconds of the stage so far
 
     def on_train_batch_end(self, batch, logs=None):
         self.step += 1
@@ -60,7 +62,8 @@ class _StageCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         step = (epoch + 1) * self.steps_per_epoch
-        self.manager.save(self.model, step, extra={"logs": {k: float(v) for k, v in (logs or {}).items()}})
+        self.manager.save(self.model, step, extra={"logs": {k: float(v) for k, v in (logs or {}).items()},
+                                                   "train_seconds": round(self.elapsed(), 2)})
 
 
 def train_stage(
@@ -92,8 +95,9 @@ def train_stage(
 
     manager = CheckpointManager(run_dir / "checkpoints" / stage)
     latest = manager.latest()
-    start_step = 0
+    start_step, earlier_seconds = 0, 0.0
     if latest is not None:
+        earlier_seconds = float(latest.extra.get("train_seconds", 0.0))
         manager.restore(model, latest)
         start_step = latest.step
         reporter.info(f"{stage}: resuming from step {start_step} ({latest.weights_path.name})")
@@ -102,12 +106,16 @@ def train_stage(
     log_dir = run_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+
+    def elapsed() -> float:
+        return earlier_seconds + time.perf_counter() - started
+
     history = {}
     if initial_epoch < epochs:
         with reporter.task(f"train {stage}", total=total_steps) as advance:
             advance(start_step)
             callbacks = [
-                _StageCallback(manager, steps_per_epoch, advance, start_step),
+                _StageCallback(manager, steps_per_epoch, advance, start_step, elapsed),
                 keras.callbacks.CSVLogger(str(log_dir / f"{stage}.csv"), append=True),
                 keras.callbacks.TensorBoard(str(log_dir / "tensorboard" / stage), write_graph=False),
                 *(callbacks or []),
@@ -135,7 +143,7 @@ def train_stage(
         "stage": stage,
         "steps": total_steps,
         "resumed_from": start_step,
-        "seconds": round(time.perf_counter() - started, 2),
+        "seconds": round(elapsed(), 2),  # summed over resumed invocations
         "final_loss": float(history["loss"][-1]) if history.get("loss") else None,
     }
     if val_arrays is not None:
