@@ -1,4 +1,6 @@
-"""Writers of tiny files in each supported format (for reader tests).
+"""Writers of tiny files in each supported format (for reader tests), and `write_survey`:
+a dozen such files of one field at known positions (for build-dataset, evaluation and
+fine-tuning tests).
 
 Every writer takes physical arrays (Å, f_λ, 1-sigma) so a test can compare what a reader
 returns with what went in. Optional `header` dicts add or override keywords.
@@ -12,6 +14,9 @@ import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 from astropy.wcs import WCS
+
+from specsr_keras.instruments import get_instrument
+from specsr_keras.physics import LINE_WAVELENGTHS, NII_DOUBLET_RATIO
 
 N_PIXELS = 40
 
@@ -162,3 +167,84 @@ def truncate(path, keep_fraction=0.6) -> Path:
     content = path.read_bytes()
     path.write_bytes(content[: int(len(content) * keep_fraction)])
     return path
+
+
+# --- a tiny survey field -------------------------------------------------------------
+
+SURVEY_RA, SURVEY_DEC = 53.1, -27.8
+SURVEY_Z = 1.45
+SURVEY_N2 = np.log10(0.3)
+# Observed coverage [Å] of the survey's MOSDEF files: (crval1, n pixels) at CDELT Å/px.
+COVERAGE = {"m1": [(16000.0, 400)], "m2": [(15900.0, 185), (16400.0, 185)]}
+CDELT = 1.63
+
+
+def survey_dec(arcsec_offset):
+    """Declination [deg] `arcsec_offset` north of the field centre."""
+    return SURVEY_DEC + arcsec_offset / 3600.0
+
+
+def mosdef_lines(crval1, n):
+    """Continuum 1 plus Hα and the [NII] doublet ([NII]6585/Hα = 0.3) at SURVEY_Z, σ = 4 Å
+    observed [1e-17 cgs], on n pixels of CDELT Å from crval1."""
+    wave = crval1 + CDELT * np.arange(n)
+    amplitudes = {"halpha": 10.0, "nii_6585": 3.0, "nii_6550": 3.0 / NII_DOUBLET_RATIO}
+    lines = sum(a * np.exp(-0.5 * ((wave - LINE_WAVELENGTHS[name] * (1 + SURVEY_Z)) / 4.0) ** 2)
+                for name, a in amplitudes.items())
+    return 1.0 + lines
+
+
+def write_survey(root) -> Path:
+    """3D-HST, MOSDEF and cutout files of one field under root/{lowres,hires,images} plus a
+    catalogue; returns the catalogue path.
+
+    Low-res 101..106 lie 10" apart in Dec (106 has no catalogue redshift) and a truncated
+    999; hi-res m1 (H band) and m2 (two masks with a gap) pair with 101 and 102, m5a/m5b
+    make 105 ambiguous, m7 is unmatched and "nocat" has no position; cutouts pair with 101
+    and 103 (0.12"/px), cutout_8 is unmatched. build-dataset keeps 5 examples.
+    """
+    root = Path(root)
+    for sub in ("lowres", "hires", "images"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    g141 = get_instrument("hst_g141")
+    wave = g141.wavelength[0] + g141.dispersion * np.arange(-3, g141.wavelength.size + 3)
+    flux = 2.0 + 1e-4 * (wave - 14000.0)
+    for k in range(1, 7):
+        write_threedhst(root / "lowres", wave, flux, np.full(wave.size, 0.1),
+                        header={"RA": SURVEY_RA, "DEC": survey_dec(10.0 * k)},
+                        name=f"goodss-01-G141_{100 + k}.1D.fits")
+    truncate(write_threedhst(root / "lowres", wave, flux, np.full(wave.size, 0.1),
+                             name="goodss-01-G141_999.1D.fits"))
+    # MOSDEF slit -> (catalogue Dec, masks); MOSDEF files carry no position.
+    hires = {"m1": (survey_dec(10.1), ["co3_01"]), "m2": (survey_dec(20.2), ["co3_01", "co3_02"]),
+             "m5a": (survey_dec(50.2), ["co3_01"]), "m5b": (survey_dec(49.65), ["co3_01"]),
+             "m7": (survey_dec(500.0), ["co3_01"]), "nocat": (None, ["co3_01"])}
+    rows = [(str(100 + k), SURVEY_RA, survey_dec(10.0 * k), SURVEY_Z if k < 6 else np.nan)
+            for k in range(1, 7)]
+    for slit, (dec, masks) in hires.items():
+        for index, mask in enumerate(masks):
+            crval1, n = COVERAGE.get(slit, [(16000.0, 400)])[index]
+            write_mosdef(root / "hires", 1e-17 * mosdef_lines(crval1, n), np.full(n, 2e-18),
+                         crval1=crval1, cdelt1=CDELT, name=f"{mask}.H.{slit}.1d.fits",
+                         header={"SLITNM": slit, "MSKNM": mask})
+        if dec is not None:
+            rows.append((slit, SURVEY_RA, dec, np.nan))
+    images = {"cutout_1": (survey_dec(10.05), ("F606W", "F125W", "F160W"), 0.06, 80),
+              "cutout_3": (survey_dec(29.9), ("F606W", "F814W", "F125W", "F160W"), 0.12, 40),
+              "cutout_8": (survey_dec(800.0), ("F160W",), 0.06, 64)}
+    for name, (dec, bands, scale, size) in images.items():
+        data = np.ones((size, size, len(bands)), np.float32) * np.arange(1, len(bands) + 1)
+        write_cutout_mef(root / "images", data, bands, pixel_scale=scale, ra=SURVEY_RA, dec=dec,
+                         name=f"{name}.fits")
+    catalog = root / "matches.fits"
+    Table(rows=rows, names=("id", "ra", "dec", "z")).write(catalog)
+    return catalog
+
+
+def build_dataset_args(root, catalog, out) -> list[str]:
+    """`specsr build-dataset` arguments for the files of `write_survey(root)`."""
+    root = Path(root)
+    return ["build-dataset", "--lowres", str(root / "lowres" / "*.1D.fits"),
+            "--highres", str(root / "hires" / "*.1d.fits"),
+            "--images", str(root / "images" / "*.fits"), "--catalog", str(catalog),
+            "--out", str(out)]

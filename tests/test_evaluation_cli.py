@@ -1,4 +1,5 @@
-"""`specsr evaluate` end to end on tiny simulated held-out sets."""
+"""`specsr evaluate` end to end on tiny simulated held-out sets and on real shards (the
+survey of tests/fixtures_formats.py through `specsr build-dataset`), with the domain gap."""
 
 import json
 
@@ -9,7 +10,9 @@ from typer.testing import CliRunner
 from cli.main import app
 from specsr_keras.data.shards import write_shards
 from specsr_keras.evaluation import CrossModalInputs, evaluate
+from specsr_keras.evaluation.domain_gap import STATISTICS, domain_gap
 from specsr_keras.simulate import dataset_metadata, simulate_galaxies
+from tests.fixtures_formats import SURVEY_N2
 
 FLAT_KEYS = ("nii_ha_bias_dex", "nii_ha_nmad_dex", "nii_ha_slope", "lowres_fit_nii_ha_nmad_dex",
              "faisst_nii_ha_nmad_dex", "ceiling_nii_ha_nmad_dex", "ha_flux_frac_nmad",
@@ -73,3 +76,85 @@ def test_evaluate_two_instruments_with_crossmodal_inputs(euclid_dir, tmp_path):
     assert [d["count_used"] for d in metrics["data"]] == [40, n]
     report = (tmp_path / "out" / "report.md").read_text()
     assert "## Set `hst_g141`" in report and "image_to_spectrum" in report
+
+
+@pytest.fixture(scope="module")
+def g141_sim_dir(tmp_path_factory):
+    return held_out_set(tmp_path_factory.mktemp("g141"), 40, "hst_g141", 9003)
+
+
+def test_evaluate_real_and_simulated_sets_reports_domain_gap(real_shards, g141_sim_dir, tmp_path):
+    out = tmp_path / "report"
+    result = CliRunner().invoke(app, ["evaluate", "--model", "baseline", "--data",
+                                      f"{real_shards},{g141_sim_dir}", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [(d["name"], d["kind"], d["line_truth"]) for d in metrics["data"]] == [
+        ("hst_g141_real", "real", False), ("hst_g141", "simulated", True)]
+    assert metrics["headline_set"] == "hst_g141"  # the set with line truth, though listed second
+    assert metrics["nii_ha_nmad_dex"] is not None
+    real = metrics["bins"]["hst_g141_real"]["all"]
+    assert real["n"] == 5
+    assert all(stats["n"] == 0 for stats in real["n2"].values())  # no true N2: skipped
+    assert real["z"]["lowres_fit"]["n"] == 5  # redshifts vs the catalogue
+    assert real["z"]["ceiling"]["n"] == 2  # the two objects with a MOSFIRE spectrum
+    # Default reference: the simulated set of --data; numbers as domain_gap computes them.
+    gap = metrics["domain_gap"]
+    assert gap["reference"] == str(g141_sim_dir)
+    entry = gap["sets"]["hst_g141_real"]
+    assert entry["directory"] == str(real_shards)
+    expected = domain_gap(g141_sim_dir, real_shards)
+    assert set(entry["statistics"]) == set(STATISTICS)
+    for name in STATISTICS:
+        for key in ("ks", "median_shift"):
+            assert entry["statistics"][name][key] == pytest.approx(expected[name][key]), (name, key)
+            assert metrics[f"domain_gap_{name}_{key}"] == pytest.approx(expected[name][key])
+    assert entry["statistics"]["n2"]["real"]["n"] == 2
+    assert entry["statistics"]["n2"]["real"]["median"] == pytest.approx(SURVEY_N2, abs=0.03)
+    assert 0.0 < metrics["domain_gap_continuum_slope_ks"] <= 1.0
+    assert (out / entry["figure"]).stat().st_size > 1000
+    assert not (out / "figures" / "hst_g141_real_n2_vs_truth.png").exists()
+    report = (out / "report.md").read_text()
+    assert "## Set `hst_g141_real`" in report and "calibration are n/a (skipped)" in report
+    assert "## Domain gap: simulated vs real" in report
+    assert f"]({entry['figure']})" in report
+    assert (out / "report.html").read_text().count("<img") == report.count("![")
+    assert "domain gap: simulated reference vs hst_g141_real" in result.output
+
+
+def test_evaluate_real_set_alone_with_domain_gap_against(real_shards, g141_sim_dir, tmp_path):
+    out = tmp_path / "report"
+    result = CliRunner().invoke(app, ["evaluate", "--model", "baseline", "--data", str(real_shards),
+                                      "--domain-gap-against", str(g141_sim_dir), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["headline_set"] == "hst_g141_real"
+    assert metrics["nii_ha_nmad_dex"] is None and metrics["coverage_68"] is None
+    assert metrics["domain_gap"]["reference"] == str(g141_sim_dir)
+    assert metrics["domain_gap_n2_ks"] is not None
+    report = (out / "report.md").read_text()
+    assert "no line truth (real galaxies): the truth-based metrics are n/a" in report
+    assert "beats the direct low-res fit" not in report
+    assert metrics["anomaly_auroc"] is None  # anomaly labels are simulation truth
+
+    alone = evaluate("baseline", [real_shards, g141_sim_dir, g141_sim_dir], tmp_path / "no_ref",
+                     max_examples=5, domain_gap_against=None)
+    assert list(alone["bins"]) == ["hst_g141_real", "hst_g141", "hst_g141_2"]
+    assert alone["domain_gap"]["reference"] == str(g141_sim_dir)
+    without = evaluate("baseline", real_shards, tmp_path / "real_only")
+    assert without["domain_gap"] == {"reference": None, "sets": {}}
+    assert without["domain_gap_n2_ks"] is None
+    assert "not computed (no simulated reference set" in (tmp_path / "real_only" / "report.md").read_text()
+
+
+@pytest.mark.parametrize("kind", ["no_real_set", "real_reference"])
+def test_evaluate_domain_gap_against_fails_in_one_line(real_shards, g141_sim_dir, tmp_path, kind):
+    data, against = {"no_real_set": (g141_sim_dir, g141_sim_dir),
+                     "real_reference": (real_shards, real_shards)}[kind]
+    result = CliRunner().invoke(app, ["evaluate", "--model", "baseline", "--data", str(data),
+                                      "--domain-gap-against", str(against), "--out", str(tmp_path)])
+    assert result.exit_code == 1
+    message = " ".join(result.output.split())
+    assert message.startswith("error: ") and message.count("error") == 1
+    assert ("no evaluated set is real" if kind == "no_real_set" else "must be a simulated set") in message
+    assert not (tmp_path / "metrics.json").exists()

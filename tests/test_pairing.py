@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-from astropy.table import Table
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -15,85 +14,12 @@ from specsr_keras.data.pairing import image_to_model_grid
 from specsr_keras.data.records import ImageCutout
 from specsr_keras.data.shards import load_shards, read_manifest, write_shards
 from specsr_keras.instruments import TARGET_GRID, get_instrument
-from specsr_keras.physics import LINE_WAVELENGTHS, NII_DOUBLET_RATIO
-from tests.fixtures_formats import truncate, write_cutout_mef, write_mosdef, write_threedhst
-
-RA0, DEC0 = 53.1, -27.8
-Z = 1.45
-N2_TRUE = np.log10(0.3)
-# Observed coverage [Å] of the MOSDEF files: (crval1, n pixels) at 1.63 Å/px.
-COVERAGE = {"m1": [(16000.0, 400)], "m2": [(15900.0, 185), (16400.0, 185)]}
-CDELT = 1.63
-
-
-def _dec(arcsec_offset):
-    return DEC0 + arcsec_offset / 3600.0
-
-
-def _lowres_position(k):
-    return RA0, _dec(10.0 * k)
-
-
-def _mosdef_flux(crval1, n):
-    """Continuum 1 plus Hα and the [NII] doublet ([NII]6585/Hα = 0.3) at Z, σ = 4 Å
-    observed [1e-17 cgs]."""
-    wave = crval1 + CDELT * np.arange(n)
-    amplitudes = {"halpha": 10.0, "nii_6585": 3.0, "nii_6550": 3.0 / NII_DOUBLET_RATIO}
-    lines = sum(a * np.exp(-0.5 * ((wave - LINE_WAVELENGTHS[name] * (1 + Z)) / 4.0) ** 2)
-                for name, a in amplitudes.items())
-    return 1.0 + lines
+from tests.fixtures_formats import CDELT, COVERAGE, SURVEY_N2, SURVEY_Z
 
 
 @pytest.fixture(scope="module")
-def survey(tmp_path_factory):
-    """A dozen survey files with known positions; returns (directory, catalogue path)."""
-    root = tmp_path_factory.mktemp("survey")
-    for sub in ("lowres", "hires", "images"):
-        (root / sub).mkdir()
-    g141 = get_instrument("hst_g141")
-    wave = g141.wavelength[0] + g141.dispersion * np.arange(-3, g141.wavelength.size + 3)
-    flux = 2.0 + 1e-4 * (wave - 14000.0)
-    for k in range(1, 7):  # 101..106; 106 has no redshift in the catalogue
-        ra, dec = _lowres_position(k)
-        write_threedhst(root / "lowres", wave, flux, np.full(wave.size, 0.1),
-                        header={"RA": ra, "DEC": dec}, name=f"goodss-01-G141_{100 + k}.1D.fits")
-    truncate(write_threedhst(root / "lowres", wave, flux, np.full(wave.size, 0.1),
-                             name="goodss-01-G141_999.1D.fits"))
-    # MOSDEF slit -> (catalogue Dec, masks); MOSDEF files carry no position.
-    hires = {"m1": (_dec(10.1), ["co3_01"]), "m2": (_dec(20.2), ["co3_01", "co3_02"]),
-             "m5a": (_dec(50.2), ["co3_01"]), "m5b": (_dec(49.65), ["co3_01"]),
-             "m7": (_dec(500.0), ["co3_01"]), "nocat": (None, ["co3_01"])}
-    rows = [(str(100 + k), *_lowres_position(k), Z if k < 6 else np.nan) for k in range(1, 7)]
-    for slit, (dec, masks) in hires.items():
-        for index, mask in enumerate(masks):
-            crval1, n = COVERAGE.get(slit, [(16000.0, 400)])[index]
-            write_mosdef(root / "hires", 1e-17 * _mosdef_flux(crval1, n), np.full(n, 2e-18),
-                         crval1=crval1, cdelt1=CDELT, name=f"{mask}.H.{slit}.1d.fits",
-                         header={"SLITNM": slit, "MSKNM": mask})
-        if dec is not None:
-            rows.append((slit, RA0, dec, np.nan))
-    images = {"cutout_1": (_dec(10.05), ("F606W", "F125W", "F160W"), 0.06, 80),
-              "cutout_3": (_dec(29.9), ("F606W", "F814W", "F125W", "F160W"), 0.12, 40),
-              "cutout_8": (_dec(800.0), ("F160W",), 0.06, 64)}
-    for name, (dec, bands, scale, size) in images.items():
-        data = np.ones((size, size, len(bands)), np.float32) * np.arange(1, len(bands) + 1)
-        write_cutout_mef(root / "images", data, bands, pixel_scale=scale, ra=RA0, dec=dec,
-                         name=f"{name}.fits")
-    catalog = root / "matches.fits"
-    Table(rows=rows, names=("id", "ra", "dec", "z")).write(catalog)
-    return root, catalog
-
-
-@pytest.fixture(scope="module")
-def built(survey):
-    root, catalog = survey
-    out = root / "real"
-    result = CliRunner().invoke(app, [
-        "build-dataset", "--lowres", str(root / "lowres" / "*.1D.fits"),
-        "--highres", str(root / "hires" / "*.1d.fits"), "--images", str(root / "images" / "*.fits"),
-        "--catalog", str(catalog), "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    return out, read_manifest(out), load_shards(out)
+def built(real_shards):
+    return real_shards, read_manifest(real_shards), load_shards(real_shards)
 
 
 def test_build_dataset_counts_pairs_triples_and_unpaired(built):
@@ -127,14 +53,14 @@ def test_build_dataset_records_provenance_per_example(built):
     assert data["image_file"][0].decode() == "cutout_1.fits"
     assert [bool(v) for v in data["has_hires"]] == [True, True, False, False, False]
     assert [bool(v) for v in data["has_image"]] == [True, False, True, False, False]
-    np.testing.assert_allclose(data["z"], Z)
-    np.testing.assert_allclose(data["z_prior"], Z)
+    np.testing.assert_allclose(data["z"], SURVEY_Z)
+    np.testing.assert_allclose(data["z_prior"], SURVEY_Z)
     assert np.isnan(data["log_mstar"]).all() and np.isnan(data["ha_flux"]).all()
 
 
 def test_hires_masked_exactly_outside_observed_bands(built):
     data = built[2]
-    edges = TARGET_GRID.bin_edges * (1 + Z)
+    edges = TARGET_GRID.bin_edges * (1 + SURVEY_Z)
     for row, slit in ((0, "m1"), (1, "m2")):
         covered = np.zeros(TARGET_GRID.n_pixels, bool)
         for crval1, n in COVERAGE[slit]:
@@ -208,7 +134,7 @@ def test_domain_gap_compares_simulated_and_real_statistics(built, tmp_path):
     gap = domain_gap(tmp_path / "sim", built[0], plot_path=tmp_path / "gap.png")
     assert set(gap) == {"continuum_slope", "ha_sigma_v_kms", "n2"}
     assert gap["n2"]["real"]["n"] == 2
-    assert gap["n2"]["real"]["median"] == pytest.approx(N2_TRUE, abs=0.03)
+    assert gap["n2"]["real"]["median"] == pytest.approx(SURVEY_N2, abs=0.03)
     # Low-res continuum of every real file: slope 1e-4 per Å = 1 per µm over its mean.
     mean_flux = 2.0 + 1e-4 * (get_instrument("hst_g141").wavelength.mean() - 14000.0)
     real_slope = gap["continuum_slope"]["real"]

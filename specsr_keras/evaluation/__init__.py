@@ -1,9 +1,11 @@
-"""The science report: specsr vs honest baselines on held-out simulated sets.
+"""The science report: specsr vs honest baselines on held-out simulated and real sets.
 
 `evaluate(model, data_dirs, out_dir)` runs the model and the baselines (direct low-res
 fit, Faisst et al. 2018 prior, R=3600 ceiling; evaluation/heldout.py) over each held-out
-shard directory, computes binned accuracy and calibration (evaluation/metrics.py) and
-the optional cross-modal metrics (evaluation/crossmodal.py), draws the figures
+shard directory, computes binned accuracy and calibration (evaluation/metrics.py; on
+real sets, without line truth, only the redshift errors against the catalogue redshift),
+the optional cross-modal metrics (evaluation/crossmodal.py) and, for real sets, the
+domain gap to a simulated set (evaluation/domain_gap.py), draws the figures
 (evaluation/plots.py) and writes report.md, report.html and metrics.json
 (evaluation/report.py) into out_dir.
 """
@@ -13,13 +15,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import specsr_keras
+from specsr_keras.data.shards import read_manifest
 from specsr_keras.evaluation.crossmodal import CrossModalInputs, anomaly_inputs, crossmodal_metrics
+from specsr_keras.evaluation.domain_gap import DOMAIN_GAP_MAX_EXAMPLES, domain_gap
+from specsr_keras.evaluation.domain_gap import STATISTICS as DOMAIN_GAP_STATISTICS
 from specsr_keras.evaluation.heldout import HeldOutSet, run_held_out_set
 from specsr_keras.evaluation.metrics import HEADLINE_MIN_SNR, set_metrics
-from specsr_keras.evaluation.report import write_report
+from specsr_keras.evaluation.report import FIGURE_DIR, write_report
 from specsr_keras.reporting import Reporter
 
-__all__ = ["CrossModalInputs", "HEADLINE_INSTRUMENT", "HeldOutSet", "evaluate", "flat_metrics"]
+__all__ = ["CrossModalInputs", "HEADLINE_INSTRUMENT", "HeldOutSet", "domain_gap_metrics", "domain_gap_reference",
+           "evaluate", "flat_domain_gap", "flat_metrics"]
 
 # The flat metrics describe this instrument's set (the first set if none is Euclid-like).
 HEADLINE_INSTRUMENT = "euclid_nisp_red"
@@ -27,44 +33,110 @@ HEADLINE_INSTRUMENT = "euclid_nisp_red"
 
 def evaluate(model: str, data_dirs, out_dir, *, max_examples: int | None = None,
              samples: int = 16, seed: int = 0, batch_size: int = 256,
-             crossmodal: CrossModalInputs | None = None,
+             crossmodal: CrossModalInputs | None = None, domain_gap_against=None,
              reporter: Reporter | None = None) -> dict:
     """Evaluate `model` ("baseline" or an exported model) on held-out shard directories.
 
-    data_dirs: one directory or a list (each one instrument); max_examples: first N
-    objects of each; samples/seed: posterior samples per object and base seed;
-    crossmodal: optional embeddings / generated redshifts / anomaly scores aligned with
-    the headline (Euclid-like) set's first rows. Writes out_dir/report.md, report.html,
-    metrics.json and figures/; returns the metrics dict (as in metrics.json).
+    data_dirs: one directory or a list (each one instrument; simulated or real, see
+    docs/real-data.md); max_examples: first N objects of each; samples/seed: posterior
+    samples per object and base seed; crossmodal: optional embeddings / generated
+    redshifts / anomaly scores aligned with the headline (Euclid-like) set's first rows;
+    domain_gap_against: simulated shard directory that the real sets are compared with
+    (evaluation/domain_gap.py; default: the first simulated set of data_dirs). Writes
+    out_dir/report.md, report.html, metrics.json and figures/; returns the metrics dict
+    (as in metrics.json).
     """
     reporter = reporter or Reporter()
     dirs = [data_dirs] if isinstance(data_dirs, str | Path) else list(data_dirs)
     if not dirs:
         raise ValueError("no held-out data directories given")
+    reference = domain_gap_reference(dirs, domain_gap_against)
     sets = [run_held_out_set(directory, model, set_index=k, max_examples=max_examples,
                              samples=samples, seed=seed, batch_size=batch_size,
                              reporter=reporter)
             for k, directory in enumerate(dirs)]
-    headline = next((s for s in sets if s.instrument == HEADLINE_INSTRUMENT), sets[0])
+    _make_names_unique(sets)
+    # Prefer a set with line truth, then the headline instrument, then the given order.
+    headline = min(sets, key=lambda s: (not s.line_truth, s.instrument != HEADLINE_INSTRUMENT))
     crossmodal = crossmodal or CrossModalInputs()
-    model_scores = headline.estimates["specsr"].get("anomaly_score")
-    bins = {s.instrument: set_metrics(s.truth, s.estimates) for s in sets}
+    # Anomaly labels (AGN, broad lines, contamination) are simulation truth.
+    model_scores = headline.estimates["specsr"].get("anomaly_score") if headline.line_truth else None
+    bins = {s.name: set_metrics(s.truth, s.estimates) for s in sets}
     extra = crossmodal_metrics(crossmodal, headline.truth, model_scores)
+    gaps = domain_gap_metrics(reference, [s for s in sets if s.provenance["kind"] == "real"],
+                              Path(out_dir), max_examples, reporter)
     metrics = {
-        **flat_metrics(bins[headline.instrument]["snr_ge_10"], extra),
+        **flat_metrics(bins[headline.name]["snr_ge_10"], extra),
+        **flat_domain_gap(gaps),
         "model": {"argument": model, "id": headline.provenance["model_id"],
                   "version": headline.provenance["model_version"]},
         "data": [s.provenance for s in sets],
-        "headline_set": headline.instrument,
+        "headline_set": headline.name,
         "evaluation": {"samples": samples, "seed": seed, "max_examples": max_examples,
                        "headline_min_ha_snr": HEADLINE_MIN_SNR,
                        "specsr_version": specsr_keras.__version__},
         "bins": bins,
         "crossmodal": extra,
+        "domain_gap": gaps,
     }
     anomaly = anomaly_inputs(crossmodal, headline.truth, model_scores)
     write_report(metrics, sets, Path(out_dir), anomaly=anomaly, reporter=reporter)
     return metrics
+
+
+def _make_names_unique(sets) -> None:
+    """Suffix _2, _3, ... to repeated set names (two sets of one instrument and kind)."""
+    seen: dict[str, int] = {}
+    for held_out in sets:
+        base = held_out.name
+        seen[base] = seen.get(base, 0) + 1
+        if seen[base] > 1:
+            held_out.provenance["name"] = f"{base}_{seen[base]}"
+
+
+def domain_gap_reference(dirs, given=None) -> Path | None:
+    """The simulated set the real sets of `dirs` are compared with, or None (no real set,
+    or no simulated one). `given` must be simulated, and needs a real set in dirs."""
+    kinds = {Path(d): read_manifest(d).get("kind") for d in dirs}
+    has_real = "real" in kinds.values()
+    if given is not None:
+        if read_manifest(given).get("kind") == "real":
+            raise ValueError(f"{given}: the domain-gap reference must be a simulated set, "
+                             "this one is real")
+        if not has_real:
+            raise ValueError(f"domain-gap reference {given} given, but no evaluated set is real "
+                             "(manifest kind \"real\", from `specsr build-dataset`)")
+        return Path(given)
+    simulated = [d for d, kind in kinds.items() if kind != "real"]
+    return simulated[0] if has_real and simulated else None
+
+
+def domain_gap_metrics(reference, real_sets, out_dir: Path, max_examples: int | None,
+                       reporter: Reporter) -> dict | None:
+    """metrics.json "domain_gap": None without real sets, else {"reference": directory or
+    None, "sets": {real set name: {"directory", "figure" (relative to out_dir),
+    "statistics": domain_gap(...)}}} (empty without a reference)."""
+    if not real_sets:
+        return None
+    out = {"reference": None if reference is None else str(reference), "sets": {}}
+    if reference is None:
+        reporter.info("domain gap: no simulated reference set, not computed")
+        return out
+    for held_out in real_sets:
+        figure = Path(FIGURE_DIR) / f"domain_gap_{held_out.name}.png"
+        statistics = domain_gap(reference, held_out.directory, plot_path=out_dir / figure,
+                                max_examples=max_examples or DOMAIN_GAP_MAX_EXAMPLES)
+        out["sets"][held_out.name] = {"directory": held_out.directory,
+                                      "figure": figure.as_posix(), "statistics": statistics}
+    return out
+
+
+def flat_domain_gap(gaps: dict | None) -> dict:
+    """Flat keys domain_gap_<statistic>_ks and _median_shift (real - simulated median) of
+    the first real set; None where not computed."""
+    first = next(iter((gaps or {}).get("sets", {}).values()), None)
+    return {f"domain_gap_{name}_{key}": first["statistics"][name][key] if first else None
+            for name in DOMAIN_GAP_STATISTICS for key in ("ks", "median_shift")}
 
 
 def embeddings_from_run(run_dir, data_dir, max_examples: int | None = None) -> CrossModalInputs:

@@ -50,9 +50,11 @@ class HeldOutSet:
     """One evaluated directory: truth columns, per-method estimates and example spectra.
 
     estimates: method -> column -> (N,) array; examples: a few rows (one per S/N bin)
-    with `index`, `lowres_wave` (L,), `lowres_flux/ivar` (E, L), `hires_truth`,
-    `lowres_fit_model`, `ceiling_model` and, if the model gave them, `sr_mean/sr_std`
-    (E, 320) on the rest-frame TARGET_GRID.
+    with `index`, `lowres_wave` (L,), `lowres_flux/ivar` (E, L), `hires_truth` (NaN where
+    not observed), `lowres_fit_model`, `ceiling_model` and, if the model gave them,
+    `sr_mean/sr_std` (E, 320) on the rest-frame TARGET_GRID. provenance["name"] keys the
+    set in the report (the instrument, "<instrument>_real" for real sets, made unique by
+    `evaluate`); real sets have no line truth (N2, line fluxes, S/N(Hα), M* are NaN).
     """
 
     directory: str
@@ -62,10 +64,23 @@ class HeldOutSet:
     estimates: dict[str, dict[str, np.ndarray]]
     examples: dict[str, np.ndarray]
 
+    @property
+    def name(self) -> str:
+        """The set's key in metrics.json and the report."""
+        return self.provenance["name"]
+
+    @property
+    def line_truth(self) -> bool:
+        """Whether true N2 values exist (simulations), i.e. truth-based metrics apply."""
+        return self.provenance["line_truth"]
+
 
 def predictor_for(model: str, instrument: str):
-    """The model's predictor; plain 'baseline' becomes the direct fit on `instrument`'s grid."""
-    return cached_predictor(f"baseline:{instrument}" if model == "baseline" else model)
+    """The model's predictor for spectra on `instrument`'s grid: plain 'baseline' becomes the
+    direct fit on that grid, a Keras run is retargeted, a SavedModel must match it."""
+    predictor = cached_predictor(f"baseline:{instrument}" if model == "baseline" else model)
+    retarget = getattr(predictor, "for_instrument", None)
+    return retarget(instrument) if retarget is not None else predictor
 
 
 def percentile_columns(fit: dict, quantities) -> dict[str, np.ndarray]:
@@ -78,9 +93,13 @@ def percentile_columns(fit: dict, quantities) -> dict[str, np.ndarray]:
 
 
 def example_rows(ha_snr, count_per_bin: int = 1) -> np.ndarray:
-    """Indices of the first `count_per_bin` objects of each Hα S/N bin, sorted."""
-    rows = [np.flatnonzero(mask)[:count_per_bin] for mask in bin_masks(ha_snr, SNR_BINS).values()]
-    return np.sort(np.concatenate(rows)).astype(int)
+    """Indices of the first `count_per_bin` objects of each Hα S/N bin, sorted; without any
+    S/N (real sets) the first count_per_bin * len(SNR_BINS) objects."""
+    rows = np.concatenate([np.flatnonzero(mask)[:count_per_bin]
+                           for mask in bin_masks(ha_snr, SNR_BINS).values()])
+    if not np.isfinite(ha_snr).any():
+        rows = np.arange(min(len(ha_snr), count_per_bin * len(SNR_BINS)))
+    return np.sort(rows).astype(int)
 
 
 def run_held_out_set(directory, model: str, *, set_index: int = 0, max_examples=None,
@@ -120,9 +139,12 @@ def run_held_out_set(directory, model: str, *, set_index: int = 0, max_examples=
     examples = ({key: np.concatenate([p[key] for p in example_parts]) for key in example_parts[0]}
                 if example_parts else {"index": examples_at})
     examples["lowres_wave"] = instrument.wavelength
+    kind = manifest.get("kind")
     provenance = {
         "directory": str(directory), "instrument": instrument.name,
-        "kind": manifest.get("kind"), "seed": manifest.get("seed"),
+        "name": f"{instrument.name}_real" if kind == "real" else instrument.name,
+        "kind": kind, "line_truth": bool(np.isfinite(truth["n2"]).any()),
+        "seed": manifest.get("seed"),
         "simulator_version": manifest.get("simulator_version"),
         "count_total": manifest["count"], "count_used": n,
         "model_id": predictor.model_id, "model_version": getattr(predictor, "version", None),
@@ -175,7 +197,7 @@ def _estimate_batch(batch, truth, instrument, predictor, lsf, batch_seed, sample
 
     examples = {
         "lowres_flux": flux[example_idx], "lowres_ivar": ivar[example_idx],
-        "hires_truth": np.asarray(batch["hires_flux"])[example_idx],
+        "hires_truth": np.where(batch["hires_mask"], np.nan, batch["hires_flux"])[example_idx],
         "lowres_fit_model": target_grid_model(rows_of(fit))[0],
         "ceiling_model": target_grid_model(rows_of(ceiling))[0],
     }

@@ -20,7 +20,8 @@ from specsr_keras.evaluation.metrics import ERROR_METHODS, HEADLINE_MIN_SNR
 from specsr_keras.evaluation.plots import MARTENS_DZ, MARTENS_N2, METHOD_LABELS
 from specsr_keras.reporting import Reporter
 
-__all__ = ["json_ready", "render_html", "render_markdown", "report_blocks", "write_report"]
+__all__ = ["format_number", "headline_table", "json_ready", "render_html", "render_markdown", "report_blocks",
+           "write_report"]
 
 FIGURE_DIR = "figures"
 # Redshift errors are shown in units of 1e-4 (the Martens et al. 2019 shifts are 1-7e-4).
@@ -40,7 +41,7 @@ def json_ready(value):
     return value
 
 
-def _num(value, fmt: str = ".3f", scale: float = 1.0) -> str:
+def format_number(value, fmt: str = ".3f", scale: float = 1.0) -> str:
     if value is None or not math.isfinite(value):
         return "—"
     return format(value / scale, fmt)
@@ -55,14 +56,13 @@ def write_report(metrics: dict, sets, out_dir: Path, *, anomaly=None,
     """
     reporter = reporter or Reporter()
     out_dir.mkdir(parents=True, exist_ok=True)
-    figures = {s.instrument: _set_figures(s, metrics["bins"][s.instrument], out_dir)
-               for s in sets}
+    figures = {s.name: _set_figures(s, metrics["bins"][s.name], out_dir) for s in sets}
     auroc = (metrics["crossmodal"]["anomaly"] or {}).get("auroc", float("nan"))
     roc = None
     if anomaly is not None and math.isfinite(auroc):
         roc = plots.plot_roc(anomaly[0], anomaly[1], auroc,
                              out_dir / FIGURE_DIR / "anomaly_roc.png")
-    blocks = report_blocks(metrics, figures, roc)
+    blocks = report_blocks(metrics, figures, roc, out_dir)
     paths = {"markdown": out_dir / "report.md", "html": out_dir / "report.html",
              "metrics": out_dir / "metrics.json"}
     paths["markdown"].write_text(render_markdown(blocks, out_dir))
@@ -73,14 +73,20 @@ def write_report(metrics: dict, sets, out_dir: Path, *, anomaly=None,
 
 
 def _set_figures(held_out, set_metrics: dict, out_dir: Path) -> list[tuple[Path, str]]:
-    """(path, caption) of every figure of one held-out set."""
-    name, truth, est = held_out.instrument, held_out.truth, held_out.estimates
+    """(path, caption) of every figure of one held-out set (only the examples without line
+    truth)."""
+    name, truth, est = held_out.name, held_out.truth, held_out.estimates
     base = out_dir / FIGURE_DIR
     shown = "specsr mean ± 1σ" if "sr_mean" in held_out.examples else \
         "the low-res and ceiling fit models (the model returned no spectra)"
+    examples = (plots.plot_examples(held_out.examples, truth, est, base / f"{name}_examples.png"),
+                f"Example galaxies (one per Hα S/N bin): low-res input, R=3600 truth and {shown}."
+                if held_out.line_truth else f"The first galaxies: low-res input, observed R=3600 "
+                f"spectrum where there is one (gaps: not observed) and {shown}.")
+    if not held_out.line_truth:
+        return [examples]
     return [
-        (plots.plot_examples(held_out.examples, truth, est, base / f"{name}_examples.png"),
-         f"Example galaxies (one per Hα S/N bin): low-res input, R=3600 truth and {shown}."),
+        examples,
         (plots.plot_n2_vs_truth(truth, est, base / f"{name}_n2_vs_truth.png"),
          "Estimated vs true N2; slope < 1 means shrinkage toward the mean."),
         (plots.plot_n2_mass(truth, est, base / f"{name}_n2_mass.png"),
@@ -95,39 +101,47 @@ def _set_figures(held_out, set_metrics: dict, out_dir: Path) -> list[tuple[Path,
 
 # --- content --------------------------------------------------------------------------
 
-def report_blocks(metrics: dict, figures: dict, roc_figure) -> list[tuple]:
-    """The report as blocks: provenance, headline, per-set sections, cross-modal."""
+def report_blocks(metrics: dict, figures: dict, roc_figure, out_dir: Path) -> list[tuple]:
+    """The report as blocks: provenance, headline, per-set sections, domain gap, cross-modal."""
     model = metrics["model"]
     blocks = [("heading", 1, f"specsr evaluation: model `{model['id']}`"),
               ("text", f"Model argument `{model['argument']}`, version {model['version']}; "
                        f"{metrics['evaluation']['samples']} samples per object, seed "
                        f"{metrics['evaluation']['seed']}."),
-              ("table", ["instrument", "directory", "kind", "seed", "objects used / total"],
-               [[d["instrument"], d["directory"], str(d["kind"]), str(d["seed"]),
+              ("table", ["set", "instrument", "directory", "kind", "seed", "objects used / total"],
+               [[d["name"], d["instrument"], d["directory"], str(d["kind"]), str(d["seed"]),
                  f"{d['count_used']} / {d['count_total']}"] for d in metrics["data"]])]
     if model["id"] == "baseline":
         blocks.append(("text", "The model is the baseline itself: the specsr column IS the "
                                "direct low-res fit, so specsr cannot beat it here."))
     blocks += _headline_blocks(metrics)
-    for instrument, set_metrics in metrics["bins"].items():
-        blocks += _set_blocks(instrument, set_metrics, figures[instrument])
+    for provenance in metrics["data"]:
+        name = provenance["name"]
+        set_blocks = _set_blocks if provenance["line_truth"] else _real_set_blocks
+        blocks += set_blocks(name, metrics["bins"][name], figures[name])
+    if metrics["domain_gap"] is not None:
+        blocks += _domain_gap_blocks(metrics["domain_gap"], out_dir)
     blocks += _crossmodal_blocks(metrics["crossmodal"], roc_figure)
     return blocks
 
 
 def _headline_blocks(metrics: dict) -> list[tuple]:
-    keys = [k for k, v in metrics.items() if not isinstance(v, dict | list) and k != "headline_set"]
+    keys = [k for k, v in metrics.items() if not isinstance(v, dict | list)
+            and k != "headline_set" and not k.startswith("domain_gap_")]
+    headline = next(d for d in metrics["data"] if d["name"] == metrics["headline_set"])
+    caveat = "" if headline["line_truth"] else \
+        " This set has no line truth (real galaxies): the truth-based metrics are n/a."
     return [("heading", 2, "Headline metrics"),
             ("text", f"Set `{metrics['headline_set']}`, objects with true S/N(Hα) >= "
                      f"{HEADLINE_MIN_SNR:g}. N2 = log10([NII]6585/Hα) in dex; z_bias_lowres is "
-                     "the naive centroid that ignores [NII]; '—' = not computed."),
-            ("table", ["metric", "value"], [[k, _num(metrics[k], ".4g")] for k in keys])]
+                     f"the naive centroid that ignores [NII]; '—' = not computed.{caveat}"),
+            ("table", ["metric", "value"], [[k, format_number(metrics[k], ".4g")] for k in keys])]
 
 
 def _cells(stats: dict, methods, keys, scale=1.0) -> list[str]:
     """One cell per method: the stats' keys joined by ' / ' (— if the method is absent)."""
     fmt = {"bias": "+.3f", "nmad": ".3f", "slope": ".2f"}
-    return [" / ".join(_num(stats[m][k], fmt[k], 1.0 if k == "slope" else scale) for k in keys)
+    return [" / ".join(format_number(stats[m][k], fmt[k], 1.0 if k == "slope" else scale) for k in keys)
             if m in stats else "—" for m in methods]
 
 
@@ -139,7 +153,7 @@ def _binned_table(bins: dict, quantity: str, keys, scale=1.0) -> tuple:
     return ("table", header, rows)
 
 
-def _headline_table(snr_bins: dict) -> list[tuple]:
+def headline_table(snr_bins: dict) -> list[tuple]:
     """N2 NMAD per S/N bin for specsr and the three baselines, and where specsr loses."""
     methods = ERROR_METHODS["n2"]
     rows, losing = [], []
@@ -149,7 +163,7 @@ def _headline_table(snr_bins: dict) -> list[tuple]:
         comparable = math.isfinite(nmad["specsr"]) and math.isfinite(nmad["lowres_fit"])
         if comparable and not beats:
             losing.append(label)
-        rows.append([label, str(b["n"])] + [_num(nmad[m]) for m in methods]
+        rows.append([label, str(b["n"])] + [format_number(nmad[m]) for m in methods]
                     + [("yes" if beats else "no") if comparable else "—"])
     header = ["S/N(Hα)", "N"] + [f"{METHOD_LABELS[m]} NMAD" for m in methods] + \
         ["specsr beats low-res fit"]
@@ -165,7 +179,7 @@ def _set_blocks(instrument: str, m: dict, figures) -> list[tuple]:
                                                                           strict=True))
     blocks = [("heading", 2, f"Set `{instrument}`"),
               ("heading", 3, "N2 scatter: specsr vs the baselines"),
-              *_headline_table(m["snr"]),
+              *headline_table(m["snr"]),
               ("heading", 3, "N2 by S/N(Hα): bias / NMAD [dex] / slope"),
               _binned_table(m["snr"] | {"all": m["all"]}, "n2", ("bias", "nmad", "slope")),
               ("heading", 3, "N2 by stellar mass: bias / NMAD [dex] / slope"),
@@ -189,14 +203,61 @@ def _set_blocks(instrument: str, m: dict, figures) -> list[tuple]:
     return blocks
 
 
+def _real_set_blocks(name: str, m: dict, figures) -> list[tuple]:
+    """A set without line truth (real galaxies): the redshift errors and the examples."""
+    n_hires = m["all"]["z"].get("ceiling", {}).get("n", 0)
+    blocks = [("heading", 2, f"Set `{name}`"),
+              ("text", "Real galaxies: no true N2, line fluxes, S/N(Hα) or stellar mass, so the "
+                       "N2 and Hα-flux errors, the S/N, mass and true-N2 bins, the Faisst+18 "
+                       "prior and the calibration are n/a (skipped). Redshift errors are against "
+                       "the catalogue redshift, which is also the prior z_prior the fits start "
+                       "from; 'ceiling' is the fit of the observed R=3600 spectrum plus "
+                       f"matching noise ({n_hires} objects with a hi-res spectrum)."),
+              ("heading", 3, f"Redshift vs the catalogue: bias / NMAD (Δz/(1+z) in units of "
+                             f"{Z_UNIT:g})"),
+              _binned_table({"all": m["all"]}, "z", ("bias", "nmad"), Z_UNIT)]
+    return blocks + [("figure", path, caption) for path, caption in figures]
+
+
+def _domain_gap_blocks(gaps: dict, out_dir: Path) -> list[tuple]:
+    """Per real set: the statistics of domain_gap.py, simulated reference vs real, and the
+    histograms."""
+    blocks = [("heading", 2, "Domain gap: simulated vs real")]
+    if gaps["reference"] is None:
+        return blocks + [("text", "not computed (no simulated reference set: evaluate a "
+                                  "simulated set too or give one with --domain-gap-against)")]
+    blocks.append(("text", f"Simulated reference `{gaps['reference']}`. Per-example statistics: "
+                           "low-res continuum slope d ln f_λ/dλ [1/µm], Hα σ_v [km/s] and N2 "
+                           "fitted on the hi-res target (real: observed pixels only). KS = "
+                           "two-sample Kolmogorov-Smirnov distance (0 = same distribution, 1 = "
+                           "disjoint); shift = real - simulated median."))
+
+    def summary(s):
+        median, p16, p84 = (format_number(s[key], ".3g") for key in ("median", "p16", "p84"))
+        return f"{median} [{p16}, {p84}]"
+
+    for name, gap in gaps["sets"].items():
+        rows = []
+        for statistic, values in gap["statistics"].items():
+            sim, real = values["simulated"], values["real"]
+            rows.append([statistic, str(sim["n"]), summary(sim), str(real["n"]), summary(real),
+                         format_number(values["median_shift"], "+.3g"), format_number(values["ks"], ".2f")])
+        blocks += [("heading", 3, f"Set `{name}`"),
+                   ("table", ["statistic", "N sim", "sim median [p16, p84]", "N real",
+                              "real median [p16, p84]", "shift", "KS"], rows),
+                   ("figure", out_dir / gap["figure"],
+                    f"Simulated (reference) vs real `{name}`: density-normalised histograms.")]
+    return blocks
+
+
 def _coverage_table(m: dict) -> tuple:
     rows = []
     for quantity, methods in m["all"]["coverage"].items():
         for method, cov in methods.items():
             high = m["snr_ge_10"]["coverage"][quantity].get(method, {})
             rows.append([quantity, METHOD_LABELS.get(method, method), str(cov["n"]),
-                         _num(cov["68"], ".2f"), _num(cov["95"], ".2f"),
-                         _num(high.get("68"), ".2f"), _num(high.get("95"), ".2f")])
+                         format_number(cov["68"], ".2f"), format_number(cov["95"], ".2f"),
+                         format_number(high.get("68"), ".2f"), format_number(high.get("95"), ".2f")])
     header = ["quantity", "method", "N", "68 % (all)", "95 % (all)",
               f"68 % (S/N>={HEADLINE_MIN_SNR:g})", f"95 % (S/N>={HEADLINE_MIN_SNR:g})"]
     return ("table", header, rows)
@@ -208,7 +269,7 @@ def _crossmodal_blocks(extra: dict, roc_figure) -> list[tuple]:
 
     blocks = [("heading", 2, "Cross-modal"), ("heading", 3, "Image ↔ spectrum retrieval")]
     if extra["retrieval"]:
-        rows = [[direction, _num(r["top1"]), _num(r["top5"])]
+        rows = [[direction, format_number(r["top1"]), format_number(r["top5"])]
                 for direction, r in extra["retrieval"].items()]
         blocks.append(("table", ["direction", "top-1", "top-5"], rows))
     else:
@@ -217,15 +278,15 @@ def _crossmodal_blocks(extra: dict, roc_figure) -> list[tuple]:
                    "Zero-shot kNN redshift R² (AstroCLIP: 0.79 image, 0.99 spectrum)"))
     if extra["knn_r2"]:
         blocks.append(("table", ["embedding", "R²"],
-                       [[k, _num(v)] for k, v in extra["knn_r2"].items()]))
+                       [[k, format_number(v)] for k, v in extra["knn_r2"].items()]))
     else:
         blocks.append(missing("embeddings"))
     blocks.append(("heading", 3, "Spectra generated from images"))
     gen = extra["generation"]
     if gen:
         blocks.append(("table", ["N", "Δz/(1+z) bias", "NMAD", "outliers (>0.15)"],
-                       [[str(gen["n"]), _num(gen["z_bias"], "+.4f"), _num(gen["z_nmad"], ".4f"),
-                         _num(gen["outlier_fraction"], ".3f")]]))
+                       [[str(gen["n"]), format_number(gen["z_bias"], "+.4f"), format_number(gen["z_nmad"], ".4f"),
+                         format_number(gen["outlier_fraction"], ".3f")]]))
     else:
         blocks.append(missing("generated redshifts"))
     blocks.append(("heading", 3, "Anomaly detection (AGN, broad lines, contamination)"))
@@ -233,7 +294,7 @@ def _crossmodal_blocks(extra: dict, roc_figure) -> list[tuple]:
     if anomaly:
         blocks.append(("table", ["score", "N", "anomalous", "AUROC", "precision at 1 % FPR"],
                        [[anomaly["source"], str(anomaly["n"]), str(anomaly["n_anomalous"]),
-                         _num(anomaly["auroc"]), _num(anomaly["precision_at_1pct_fpr"])]]))
+                         format_number(anomaly["auroc"]), format_number(anomaly["precision_at_1pct_fpr"])]]))
     else:
         blocks.append(missing("anomaly scores"))
     if roc_figure:

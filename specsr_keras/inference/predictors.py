@@ -192,10 +192,11 @@ def _not_available(kind: str) -> Callable[[str], Predictor]:
 
 
 def _load_superres(model: str) -> Predictor:
-    """A Keras super-resolver: `superres.keras` or a training run directory."""
+    """A Keras super-resolver: `superres.keras` or a training run directory (input grid: the
+    run's first training set's, see `SuperResolutionPredictor.from_path`)."""
     from specsr_keras.inference.superres_predictor import SuperResolutionPredictor
 
-    return SuperResolutionPredictor.from_path(model, DEFAULT_INSTRUMENT)
+    return SuperResolutionPredictor.from_path(model)
 
 
 def _load_generator(model: str) -> Predictor:
