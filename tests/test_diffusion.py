@@ -204,3 +204,31 @@ def test_sampler_runs_inside_a_tf_graph_or_jax_jit_and_matches_eager(toy_model):
     else:
         pytest.skip(f"no graph mode check for {BACKEND}")
     assert np.abs(ops.convert_to_numpy(compiled()) - eager).max() < 1e-4
+
+
+def test_noise_drawn_outside_the_sampler_gives_the_seeded_samples(toy_model):
+    noise = toy_model.diffusion.draw_noise((64, 1, 1), steps=4, eta=1.0, seed=7)
+    seeded = toy_model.sample({}, num_samples=64, steps=4, eta=1.0, seed=7)
+    given = toy_model.sample({}, num_samples=64, steps=4, eta=1.0, noise=noise)
+    assert np.array_equal(ops.convert_to_numpy(seeded), ops.convert_to_numpy(given))
+
+
+def test_mixed_precision_loss_and_samples_keep_the_diffusion_in_float32():
+    from specsr_keras.models.preprocessor import STAGE_KEYS, dummy_inputs
+    from specsr_keras.models.presets import build_superresolver
+
+    policy = keras.config.dtype_policy().name
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = build_superresolver("micro", seed=0)
+    finally:
+        keras.config.set_dtype_policy(policy)
+    assert model.denoiser.compute_dtype == "bfloat16" and model.diffusion.compute_dtype == "float32"
+    batch = dummy_inputs(STAGE_KEYS["superres"], batch=4)
+    outputs = model(batch, training=True)
+    assert ops.convert_to_numpy(outputs["v_pred"]).dtype == np.float32
+    assert np.isfinite(ops.convert_to_numpy(model.compute_loss(y_pred=outputs)))
+    inputs = {k: v for k, v in batch.items() if not k.startswith("hires")}
+    samples = model.sample(inputs, num_samples=2, steps=2, guidance=2.0, seed=0)
+    assert ops.convert_to_numpy(samples).dtype == np.float32
+    assert np.isfinite(ops.convert_to_numpy(samples)).all()

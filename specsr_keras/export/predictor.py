@@ -25,6 +25,7 @@ from specsr_keras.export.client import load_signatures
 from specsr_keras.inference.flags import QualityFlag
 from specsr_keras.inference.predictors import redshift_guess
 from specsr_keras.inference.superres_predictor import measure_samples
+from specsr_keras.instruments import get_instrument
 
 _SEED_MODULUS = 2**31 - 1
 
@@ -63,6 +64,13 @@ class SavedModelPredictor:
         }
         out = self._super_resolve(**{k: tf.constant(v) for k, v in feed.items()})
         return {k: v.numpy() for k, v in out.items()}
+
+    def for_instrument(self, instrument: str) -> SavedModelPredictor:
+        """Itself if exported for `instrument` (its grid is fixed in the graph), else an error."""
+        if get_instrument(instrument).name != self.instrument:
+            raise ValueError(f"{self.path} is exported for {self.instrument}, not {instrument}: "
+                             "use the Keras run (saved_models/<name>/run) or export for that instrument")
+        return self
 
     def predict(self, batch, *, samples=16, seed=0, save_spectra=False):
         if samples > self.samples:

@@ -9,6 +9,8 @@ and takes percentiles over samples, so uncertainties come from the diffusion spr
 
 from __future__ import annotations
 
+import copy
+import json
 from pathlib import Path
 
 import keras
@@ -16,9 +18,10 @@ import numpy as np
 
 import specsr_keras
 from specsr_keras.inference.flags import QualityFlag
-from specsr_keras.inference.predictors import QUANTITIES, redshift_guess
+from specsr_keras.inference.predictors import DEFAULT_INSTRUMENT, QUANTITIES, redshift_guess
 from specsr_keras.instruments import TARGET_GRID, get_instrument
 from specsr_keras.measure import fit_target_grid
+from specsr_keras.models.diffusion import as_tensors, denoiser_input_shape
 from specsr_keras.models.preprocessor import STAGE_KEYS, lowres_inputs
 from specsr_keras.resampling import convolve_lsf, resample_flux
 
@@ -74,27 +77,65 @@ def forward_model_chi2(sr_mean: np.ndarray, z_place: np.ndarray, batch: dict, in
     return chi2 / dof
 
 
+def compiled(function):
+    """`function` of backend tensors, compiled once per input shape: `jax.jit` under JAX, a
+    `tf.function` under TensorFlow (plain graph: on CPU faster here than XLA, which takes
+    ~10 s to compile the sampling loop), unchanged on other backends. Model variables are
+    read when it is traced, so compile after training."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.jit(function)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(function, reduce_retracing=True)
+    return function
+
+
 class SuperResolutionPredictor:
-    """`Predictor` running a Keras SuperResolver: DDIM samples -> fitted line percentiles."""
+    """`Predictor` running a Keras SuperResolver: diffusion samples -> fitted line percentiles.
+
+    Sampling (`sampler` "ddim" or "dpm++2m", see `models.diffusion`) runs in a compiled
+    function (`compiled`) on noise drawn outside it, so a seed gives the samples that
+    `SuperResolver.sample(..., seed=seed)` draws eagerly, ~4x faster (TF) and without
+    re-tracing per batch (JAX); benchmarks/bench_roofline.py measures it.
+    """
 
     version = specsr_keras.__version__
 
     def __init__(self, model: keras.Model, instrument: str, model_id: str, *, steps: int = 20,
-                 eta: float = 0.0, guidance: float = 1.0):
+                 eta: float = 0.0, guidance: float = 1.0, sampler: str = "ddim"):
         self.model = model
         self.instrument = get_instrument(instrument).name
         self.model_id = model_id
-        self.steps, self.eta, self.guidance = steps, eta, guidance
+        self.steps, self.eta, self.guidance, self.sampler = steps, eta, guidance, sampler
+        self._draw = {}  # samples per object -> compiled sampling function
 
     @classmethod
-    def from_path(cls, path: str | Path, instrument: str = "euclid_nisp_red", **kwargs):
-        """From `superres.keras` or a run directory (its `models/superres.keras`)."""
+    def from_path(cls, path: str | Path, instrument: str | None = None, **kwargs):
+        """From `superres.keras` or a run directory (its `models/superres.keras`).
+
+        instrument: the grid of the input spectra; default: the run's first training set's
+        (run.json "instrument"), else DEFAULT_INSTRUMENT.
+        """
         path = Path(path)
         file = path / "models" / "superres.keras" if path.is_dir() else path
         if not file.is_file():
             raise FileNotFoundError(f"{path}: no trained super-resolver (expected {file})")
+        if instrument is None:
+            run = path / "run.json"
+            instrument = (json.loads(run.read_text()).get("instrument") if run.is_file() else None) \
+                or DEFAULT_INSTRUMENT
         model = keras.saving.load_model(file, safe_mode=True)
         return cls(model, instrument, model_id=str(path), **kwargs)
+
+    def for_instrument(self, instrument: str) -> SuperResolutionPredictor:
+        """This predictor reading spectra on `instrument`'s grid (same model and compiled sampler)."""
+        retargeted = copy.copy(self)
+        retargeted.instrument = get_instrument(instrument).name
+        return retargeted
 
     def sample(self, batch: dict, *, samples: int, seed: int) -> tuple[np.ndarray, dict]:
         """Physical-unit samples (B, K, 320) and the model inputs (incl. scale, z_place)."""
@@ -103,11 +144,19 @@ class SuperResolutionPredictor:
                                get_instrument(self.instrument), z_place)
         inputs["instrument"] = np.asarray(batch["instrument_id"], np.int32)
         model_inputs = {k: inputs[k] for k in STAGE_KEYS["superres"] if k in inputs}
-        drawn = self.model.sample(model_inputs, num_samples=samples, steps=self.steps, eta=self.eta,
-                                  guidance=self.guidance, seed=seed)
-        drawn = keras.ops.convert_to_numpy(drawn) * inputs["scale"][:, None, None]
+        drawn = keras.ops.convert_to_numpy(self.draw(model_inputs, samples, seed))
         inputs["flags"] = flags
-        return drawn, inputs
+        return drawn * inputs["scale"][:, None, None], inputs
+
+    def draw(self, model_inputs: dict, samples: int, seed: int):
+        """`SuperResolver.sample` (B, K, 320) in normalised units, sampled in a compiled function."""
+        shape = (len(model_inputs["instrument"]) * samples, *denoiser_input_shape(self.model.denoiser, "x"))
+        noise = self.model.diffusion.draw_noise(shape, self.steps, self.eta, seed)
+        if samples not in self._draw:
+            self._draw[samples] = compiled(
+                lambda inputs, noise: self.model.sample(inputs, num_samples=samples, steps=self.steps, eta=self.eta,
+                                                        guidance=self.guidance, sampler=self.sampler, noise=noise))
+        return self._draw[samples](as_tensors(model_inputs), noise)
 
     def predict(self, batch, *, samples=8, seed=0, save_spectra=False):
         drawn, inputs = self.sample(batch, samples=samples, seed=seed)

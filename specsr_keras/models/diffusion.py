@@ -179,6 +179,8 @@ class GaussianDiffusion(keras.layers.Layer):
     Pixels of weight 0 are set to 0 in x0, so masked data never reach the network.
     `drop_extra_with_condition`: the dropped examples also lose their extra input
     channels (zeroed), so the null branch is an unconditional prior.
+    Mixed precision: the diffusion algebra and the loss stay float32 (this layer's dtype
+    defaults to float32); only the denoiser computes in the global policy's dtype.
     """
 
     def __init__(
@@ -192,6 +194,7 @@ class GaussianDiffusion(keras.layers.Layer):
         seed=None,
         **kwargs,
     ):
+        kwargs.setdefault("dtype", "float32")  # see the class docstring
         super().__init__(**kwargs)
         self.denoiser = denoiser
         self.condition_dim = int(condition_dim)
@@ -234,18 +237,18 @@ class GaussianDiffusion(keras.layers.Layer):
 
     def _mix_null(self, condition, extra, keep):
         """keep (B,) in {0, 1}: where 0, use the null condition (and zero `extra`)."""
-        keep_c = ops.expand_dims(keep, -1)
+        keep_c = ops.cast(ops.expand_dims(keep, -1), condition.dtype)
         null = ops.expand_dims(ops.cast(self.null_condition, condition.dtype), 0)
         condition = keep_c * condition + (1.0 - keep_c) * null
         if extra is not None and self.drop_extra_with_condition:
-            extra = extra * expand_to(keep, extra)
+            extra = extra * expand_to(ops.cast(keep, extra.dtype), extra)
         return condition, extra
 
     def predict_velocity(self, x_t, t, condition=None, extra=None, guidance=1.0):
         """v(x_t, t | condition, extra), with classifier-free guidance if guidance != 1."""
         x_t, t = ops.convert_to_tensor(x_t), ops.convert_to_tensor(t)
         if isinstance(guidance, (int, float)) and guidance == 1.0:
-            return self.denoiser(self._denoiser_inputs(x_t, t, condition, extra))
+            return ops.cast(self.denoiser(self._denoiser_inputs(x_t, t, condition, extra)), x_t.dtype)
         if self.null_condition is None:
             raise ValueError("guidance != 1 needs a model trained with condition_dropout > 0")
         batch = ops.shape(x_t)[0]
@@ -257,7 +260,7 @@ class GaussianDiffusion(keras.layers.Layer):
             ops.concatenate([condition, null_condition], 0),
             None if extra is None else ops.concatenate([extra, null_extra], 0),
         )
-        v_cond, v_null = ops.split(self.denoiser(both), 2, axis=0)
+        v_cond, v_null = ops.split(ops.cast(self.denoiser(both), x_t.dtype), 2, axis=0)
         return v_null + guidance * (v_cond - v_null)
 
     def _denoiser_inputs(self, x_t, t, condition, extra):
@@ -267,6 +270,13 @@ class GaussianDiffusion(keras.layers.Layer):
         if extra is not None:
             inputs["extra"] = extra
         return inputs
+
+    def draw_noise(self, shape, steps=20, eta=0.0, seed=None):
+        """The noise `sample` draws for `seed`: (x_T of `shape`, per-step noise (steps, *shape) or None)."""
+        seed_start, seed_steps = _seeds(seed)
+        initial_noise = keras.random.normal(shape, seed=seed_start)
+        step_noise = keras.random.normal((steps, *shape), seed=seed_steps) if eta else None
+        return initial_noise, step_noise
 
     def sample(
         self,
@@ -278,28 +288,27 @@ class GaussianDiffusion(keras.layers.Layer):
         guidance=1.0,
         seed=None,
         sampler="ddim",
+        noise=None,
     ):
         """Draw x0 of `shape` (B, ...) given per-example condition/extra (batch B).
 
         sampler "ddim" (eta as given) or "dpm++2m" (deterministic, second order, more
-        accurate spread at few steps; eta must be 0).
+        accurate spread at few steps; eta must be 0). `noise`: a `draw_noise` result to
+        start from instead of drawing it here from `seed` (so that a compiled function can
+        run the loop on noise drawn outside it).
         """
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
-        seed_start, seed_steps = _seeds(seed)
-        initial_noise = keras.random.normal(shape, seed=seed_start)
+        if sampler == "dpm++2m" and eta:
+            raise ValueError("the dpm++2m sampler is deterministic: use eta=0")
+        initial_noise, step_noise = noise if noise is not None else self.draw_noise(shape, steps, eta, seed)
 
         def denoise(x_t, t):
             return self.predict_velocity(x_t, t, condition, extra, guidance)
 
         if sampler == "dpm++2m":
-            if eta:
-                raise ValueError("the dpm++2m sampler is deterministic: use eta=0")
             times = logsnr_uniform_times(steps, self.min_signal_rate, self.max_signal_rate)
             return dpm_solver_sample(denoise, initial_noise, times, self.schedule)
-        step_noise = None
-        if eta:
-            step_noise = keras.random.normal((steps, *shape), seed=seed_steps)
         return ddim_sample(denoise, initial_noise, steps, self.schedule, eta, step_noise)
 
     def get_config(self):
@@ -366,6 +375,7 @@ class DiffusionTask(keras.Model):
         seed=None,
         **kwargs,
     ):
+        kwargs.setdefault("dtype", "float32")  # inputs and targets are not rounded to bf16/fp16
         super().__init__(**kwargs)
         self.diffusion = GaussianDiffusion(
             denoiser,
@@ -410,11 +420,13 @@ class DiffusionTask(keras.Model):
         return self.diffusion.predict_velocity(noisy, t, condition, extra, guidance)
 
     def sample(
-        self, inputs, num_samples=8, steps=20, eta=0.0, guidance=1.0, seed=None, sampler="ddim"
+        self, inputs, num_samples=8, steps=20, eta=0.0, guidance=1.0, seed=None, sampler="ddim",
+        noise=None,
     ):
         """`num_samples` draws per example: (B, num_samples, *sample shape).
 
-        With no condition and no extra channels (unconditional), B = 1.
+        With no condition and no extra channels (unconditional), B = 1. `noise`: see
+        `GaussianDiffusion.sample` (shape (B * num_samples, *sample shape)).
         """
         condition, extra = self.conditioning(as_tensors(inputs), training=False)
         reference = condition if condition is not None else extra
@@ -433,6 +445,7 @@ class DiffusionTask(keras.Model):
             guidance,
             seed,
             sampler,
+            noise,
         )
         x0 = self.postprocess(x0)
         return ops.reshape(x0, (-1, num_samples, *x0.shape[1:]))

@@ -3,7 +3,7 @@
 `count_flops(model, input_shapes)` runs one forward pass on zeros (batch 1) while
 recording the input/output shapes of every Conv, Dense, EinsumDense and the
 attention products inside MultiHeadAttention, and returns
-2 x multiply-accumulates per example. Normalisation, activations, elementwise ops
+2 x multiply-accumulates per example; `layer_flops` gives them per layer. Normalisation, activations, elementwise ops
 and random draws are not counted (they are a few % of the total here).
 """
 
@@ -62,25 +62,27 @@ def _all_layers(model):
     return found
 
 
-def count_flops(model, input_shapes, dtypes=None, call_kwargs=None):
-    """FLOPs (2 x MACs) of one forward pass per example.
+def layer_flops(model, input_shapes, dtypes=None, call_kwargs=None):
+    """[(layer, input shapes, FLOPs)] of one forward pass per example, in call order.
 
-    input_shapes: a shape tuple without batch, or a dict name -> shape; dtypes: dict
-    name -> dtype for non-float inputs (default: "instrument" is int32).
+    input_shapes/dtypes as for `count_flops`. The recorded input shapes include the batch
+    axis (1). A MultiHeadAttention entry counts its score and value products only: its
+    projections (EinsumDense) are entries of their own.
     """
     dtypes = {"instrument": "int32", **(dtypes or {})}
     if isinstance(input_shapes, dict):
         inputs = {k: np.zeros((1, *s), dtypes.get(k, "float32")) for k, s in input_shapes.items()}
     else:
         inputs = np.zeros((1, *input_shapes), "float32")
-    total = [0]
+    records = []
     patched = []
     for layer in _all_layers(model):
         if isinstance(layer, layers.MultiHeadAttention):
             original = layer.call
 
             def call(query, value, *args, _layer=layer, _original=original, **kwargs):
-                total[0] += _attention_macs(_layer, query, value)
+                shapes = (tuple(query.shape), tuple(value.shape))
+                records.append((_layer, shapes, 2 * _attention_macs(_layer, query, value)))
                 return _original(query, value, *args, **kwargs)
 
         else:
@@ -91,7 +93,7 @@ def count_flops(model, input_shapes, dtypes=None, call_kwargs=None):
 
             def call(x, *args, _layer=layer, _original=original, _counter=counter, **kwargs):
                 y = _original(x, *args, **kwargs)
-                total[0] += _counter(_layer, x, y)
+                records.append((_layer, (tuple(x.shape),), 2 * _counter(_layer, x, y)))
                 return y
 
         layer.call = call
@@ -101,7 +103,16 @@ def count_flops(model, input_shapes, dtypes=None, call_kwargs=None):
     finally:
         for layer in patched:
             del layer.call
-    return 2 * total[0]
+    return records
+
+
+def count_flops(model, input_shapes, dtypes=None, call_kwargs=None):
+    """FLOPs (2 x MACs) of one forward pass per example.
+
+    input_shapes: a shape tuple without batch, or a dict name -> shape; dtypes: dict
+    name -> dtype for non-float inputs (default: "instrument" is int32).
+    """
+    return sum(flops for _, _, flops in layer_flops(model, input_shapes, dtypes, call_kwargs))
 
 
 def time_train_step(model, batch, steps=5, warmup=2):
