@@ -10,7 +10,7 @@ export MPLBACKEND := Agg
 # JAX trains ~1.4x faster than TensorFlow on this CPU; export switches to TF by itself.
 export KERAS_BACKEND ?= jax
 
-.PHONY: demo test test-tf test-jax bench lint demo-clean venv
+.PHONY: demo test test-tf test-jax bench lint demo-clean venv shipped-data shipped-model
 
 venv: $(VENV)/.installed
 
@@ -21,11 +21,14 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # Each demo step is a file target, so a rerun reuses what is done (`make demo-clean` starts over).
+# The demo trains and exports a quick model (to show both work) but infers, evaluates and
+# reports with the shipped model saved_models/specsr (see its MODEL_CARD.md).
 DEMO_SIM := --instrument euclid --snr-weight-power 1.5
-DEMO_MODEL := saved_models/specsr-demo/1
+QUICK_EXPORT := saved_models/specsr-demo/1
+SHIPPED_MODEL := saved_models/specsr/1
 
 demo: venv $(DEMO)/report/report.md
-	@echo "demo finished: see $(DEMO)/report/report.md, $(DEMO)/results/ and $(DEMO_MODEL)"
+	@echo "demo finished: see $(DEMO)/report/report.md and $(DEMO)/results/ (model $(SHIPPED_MODEL)); quick model $(QUICK_EXPORT)"
 
 $(DEMO)/data/train/manifest.json:
 	$(NICE) $(SPECSR) simulate --n 3000 $(DEMO_SIM) --seed 1 --out $(DEMO)/data/train --plot --overwrite
@@ -39,15 +42,60 @@ $(DEMO)/data/catalog.fits:
 $(DEMO)/runs/quick/run.json: $(DEMO)/data/train/manifest.json
 	$(NICE) $(SPECSR) train $(DEMO)/runs/quick --preset quick --data $(DEMO)/data/train
 
-$(DEMO_MODEL)/saved_model.pb: $(DEMO)/runs/quick/run.json
+$(QUICK_EXPORT)/saved_model.pb: $(DEMO)/runs/quick/run.json
 	$(NICE) $(SPECSR) export $(DEMO)/runs/quick --name specsr-demo --version 1 --ddim-steps 10 --samples 4
 
-$(DEMO)/results/results.fits: $(DEMO_MODEL)/saved_model.pb $(DEMO)/data/catalog.fits
-	$(NICE) $(SPECSR) infer $(DEMO)/data/catalog.fits --model $(DEMO_MODEL) --out $(DEMO)/results --samples 4
+$(DEMO)/results/results.fits: $(QUICK_EXPORT)/saved_model.pb $(DEMO)/data/catalog.fits
+	$(NICE) $(SPECSR) infer $(DEMO)/data/catalog.fits --model $(SHIPPED_MODEL) --out $(DEMO)/results --samples $(SHIPPED_SAMPLES)
 
 $(DEMO)/report/report.md: $(DEMO)/results/results.fits $(DEMO)/data/heldout/manifest.json
-	$(NICE) $(SPECSR) evaluate --model $(DEMO_MODEL) --data $(DEMO)/data/heldout --out $(DEMO)/report --samples 4 \
-		--embeddings-from $(DEMO)/runs/quick
+	$(NICE) $(SPECSR) evaluate --model $(SHIPPED_MODEL) --data $(DEMO)/data/heldout --out $(DEMO)/report --samples $(SHIPPED_SAMPLES) \
+		--embeddings-from saved_models/specsr/run
+
+# The shipped model saved_models/specsr (not part of `make demo`): fixed simulator seeds,
+# `specsr train --preset default` (~2 h on 2 CPU cores under JAX), export, held-out
+# evaluation per instrument, then `specsr ship` writes the Keras run copy and MODEL_CARD.md.
+SIM := datasets/sim
+SHIPPED := saved_models/specsr
+SHIPPED_RUN := runs/default
+SHIPPED_SAMPLES := 8
+SHIPPED_EXPORT := --ddim-steps 10 --samples $(SHIPPED_SAMPLES)
+SHIPPED_REPORTS := reports/specsr-euclid reports/specsr-g141
+
+shipped-data: $(SIM)/train-euclid/manifest.json $(SIM)/train-g141/manifest.json \
+	$(SIM)/train-roman/manifest.json $(SIM)/val/manifest.json \
+	$(SIM)/heldout-euclid/manifest.json $(SIM)/heldout-g141/manifest.json
+
+$(SIM)/train-euclid/manifest.json:
+	$(NICE) $(SPECSR) simulate --n 10000 --instrument euclid --snr-weight-power 2 --seed 11 --out $(@D) --overwrite
+$(SIM)/train-g141/manifest.json:
+	$(NICE) $(SPECSR) simulate --n 5000 --instrument g141 --snr-weight-power 2 --seed 12 --out $(@D) --overwrite
+$(SIM)/train-roman/manifest.json:
+	$(NICE) $(SPECSR) simulate --n 5000 --instrument roman --snr-weight-power 2 --seed 13 --out $(@D) --overwrite
+$(SIM)/val/manifest.json:
+	$(NICE) $(SPECSR) simulate --n 1000 --instrument euclid --snr-weight-power 2 --seed 14 --out $(@D) --overwrite
+$(SIM)/heldout-euclid/manifest.json:
+	$(NICE) $(SPECSR) simulate --n 1500 --instrument euclid --snr-weight-power 2.5 --seed 21 --out $(@D) --plot --overwrite
+$(SIM)/heldout-g141/manifest.json:
+	$(NICE) $(SPECSR) simulate --n 1000 --instrument g141 --snr-weight-power 2.5 --seed 22 --out $(@D) --plot --overwrite
+
+$(SHIPPED_RUN)/run.json: | shipped-data
+	$(NICE) $(SPECSR) train $(SHIPPED_RUN) --preset default
+
+$(SHIPPED)/1/saved_model.pb: $(SHIPPED_RUN)/run.json
+	$(NICE) $(SPECSR) export $(SHIPPED_RUN) --name specsr --version 1 $(SHIPPED_EXPORT)
+
+reports/specsr-euclid/metrics.json: $(SHIPPED)/1/saved_model.pb
+	$(NICE) $(SPECSR) evaluate --model $(SHIPPED)/1 --data $(SIM)/heldout-euclid --out $(@D) \
+		--samples $(SHIPPED_SAMPLES) --embeddings-from $(SHIPPED_RUN)
+
+# G141 through the Keras run (the SavedModel is exported for Euclid), same sampler settings.
+reports/specsr-g141/metrics.json: $(SHIPPED_RUN)/run.json
+	$(NICE) $(SPECSR) evaluate --model $(SHIPPED_RUN) --data $(SIM)/heldout-g141 --out $(@D) \
+		--samples $(SHIPPED_SAMPLES)
+
+shipped-model: $(SHIPPED)/1/saved_model.pb $(SHIPPED_REPORTS:%=%/metrics.json)
+	$(NICE) $(SPECSR) ship $(SHIPPED_RUN) --name specsr --version 1 $(SHIPPED_REPORTS:%=--report %)
 
 test: venv test-tf test-jax
 
@@ -57,8 +105,10 @@ test-tf:
 test-jax:
 	KERAS_BACKEND=jax $(PY) -m pytest -q -m "keras and not slow"
 
+# The slow tests run each benchmark (benchmarks/README.md), then the summary table is regenerated.
 bench: venv
 	$(PY) -m pytest -q -m slow
+	$(PY) -m benchmarks.summarize
 
 lint: venv
 	$(VENV)/bin/ruff check specsr_keras cli tests benchmarks

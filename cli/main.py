@@ -33,10 +33,11 @@ def _register() -> None:
     app.command("similar")(similar.similar)
     app.command("anomalies")(anomalies.anomalies)
     app.command("generate")(generate.generate)
-    from cli import export, serving_check
+    from cli import export, serving_check, ship
 
     app.command("export")(export.export)
     app.command("serving-check")(serving_check.serving_check)
+    app.command("ship")(ship.ship)
 
 
 _register()

@@ -1,0 +1,59 @@
+"""Ship a trained model inside the package tree: `saved_models/<name>/run/` (the Keras
+models for fine-tuning and multi-instrument inference, no optimizer state) next to the
+exported SavedModel `saved_models/<name>/<version>/`, its held-out evaluation reports
+(`evaluation/<report>/`: report.md, metrics.json, figures) and `MODEL_CARD.md`."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import keras
+
+from specsr_keras.export.model_card import MODEL_NAMES, write_model_card
+from specsr_keras.training.pipeline import save_inference_model
+
+RUN_FILES = ("config.toml", "run.json", "validation.json")
+REPORT_FILES = ("report.md", "metrics.json")  # report.html repeats the figures inline
+
+
+def copy_inference_run(run_dir: Path, dest: Path) -> Path:
+    """Copy the run's config, summaries and final models (optimizer state dropped) to dest."""
+    run_dir, dest = Path(run_dir), Path(dest)
+    missing = [n for n in MODEL_NAMES if not (run_dir / "models" / f"{n}.keras").is_file()]
+    if missing:
+        raise FileNotFoundError(f"{run_dir}: no final models {missing}; has the run finished?")
+    (dest / "models").mkdir(parents=True, exist_ok=True)
+    for name in RUN_FILES:
+        shutil.copy2(run_dir / name, dest / name)
+    for name in MODEL_NAMES:
+        model = keras.saving.load_model(run_dir / "models" / f"{name}.keras", compile=False)
+        save_inference_model(model, dest / "models" / f"{name}.keras")
+    return dest
+
+
+def copy_report(report_dir: Path, dest: Path) -> Path:
+    """Copy a `specsr evaluate` report (Markdown, metrics, figures) to dest."""
+    report_dir, dest = Path(report_dir), Path(dest)
+    if not (report_dir / "metrics.json").is_file():
+        raise FileNotFoundError(f"{report_dir}: no metrics.json; run `specsr evaluate` first")
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in REPORT_FILES:
+        shutil.copy2(report_dir / name, dest / name)
+    if (report_dir / "figures").is_dir():
+        shutil.copytree(report_dir / "figures", dest / "figures", dirs_exist_ok=True)
+    return dest
+
+
+def ship_model(run_dir: Path, name: str, version: int, reports: list[Path],
+               root: Path = Path("saved_models")) -> dict[str, Path]:
+    """Copy the run next to the export `root/name/version` and write its model card."""
+    home = Path(root) / name
+    saved_model = home / str(version)
+    if not (saved_model / "signatures.json").is_file():
+        raise FileNotFoundError(f"{saved_model}: no export there; run `specsr export` first")
+    run_copy = copy_inference_run(run_dir, home / "run")
+    report_copies = [copy_report(r, home / "evaluation" / Path(r).name) for r in reports]
+    card = write_model_card(run_copy, report_copies, home / "MODEL_CARD.md", saved_model=saved_model,
+                            title=f"{name}/{version}")
+    return {"run": run_copy, "saved_model": saved_model, "card": card}
