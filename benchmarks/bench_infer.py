@@ -6,23 +6,21 @@ run's alone. Bounded-memory streaming shows as an RSS ratio (largest / smallest 
 near 1 once both sizes exceed one chunk; the target is <= 1.2. Writes
 benchmarks/results/infer.json.
 
-    python benchmarks/bench_infer.py [--sizes 10000,100000] [--data DIR]
+    python -m benchmarks.bench_infer [--sizes 10000,100000] [--data DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parent / "results" / "infer.json"
+from benchmarks.common import RESULTS_DIR, machine, run_child, write_report
+
+RESULTS = RESULTS_DIR / "infer.json"
 RSS_RATIO_TARGET = 1.2
 CHUNK_ROWS, BATCH = 4096, 256
 
@@ -84,11 +82,7 @@ def main(argv=None) -> dict:
         for size in sizes:
             catalog, simulate_rate = catalog_for(size, data_dir)
             run_dir = Path(scratch) / f"run_{size}"
-            done = subprocess.run(
-                [sys.executable, __file__, "--child", str(catalog), str(run_dir)],
-                check=True, capture_output=True, text=True,
-                env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
-            run = json.loads(done.stdout.strip().splitlines()[-1])
+            run = run_child("benchmarks.bench_infer", ["--child", str(catalog), str(run_dir)])
             run["simulate_rows_per_s"] = simulate_rate and round(simulate_rate, 1)
             runs.append(run)
             print(f"{size:>8} rows: {run['rows_per_s']:8.1f} rows/s, "
@@ -97,12 +91,9 @@ def main(argv=None) -> dict:
     report = {"benchmark": "specsr infer, baseline predictor, single process",
               "chunk_rows": CHUNK_ROWS, "batch": BATCH, "runs": runs,
               "rss_ratio_largest_to_smallest": round(ratio, 3),
-              "rss_ratio_target": RSS_RATIO_TARGET,
-              "machine": {"python": platform.python_version(), "cpus": os.cpu_count(),
-                          "platform": platform.platform()}}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
-    print(f"RSS ratio {ratio:.3f} (target <= {RSS_RATIO_TARGET}); wrote {args.out}")
+              "rss_ratio_target": RSS_RATIO_TARGET, "machine": machine()}
+    print(f"RSS ratio {ratio:.3f} (target <= {RSS_RATIO_TARGET})")
+    write_report(args.out, report)
     return report
 
 

@@ -1,0 +1,128 @@
+"""Collect the benchmark results into benchmarks/results/summary.json and the README table.
+
+Reads roofline.json, ddim_steps.json, train.json and infer.json (and gpu/roofline.json
+when benchmarks/gpu.sh results were copied there) from benchmarks/results/, writes the
+flat `summary.json` and regenerates the table between the markers in benchmarks/README.md.
+Keys missing from the results (a benchmark not run or skipped) are left out. Without a
+GPU measurement, `sr_spectra_per_s_gpu_estimate` = H200 bf16 peak x CPU MFU / FLOPs per
+spectrum at the default step count: what the GPU would do at the CPU's utilisation.
+
+    python -m benchmarks.summarize [--results DIR] [--readme PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from benchmarks.bench_roofline import sample_flops
+from benchmarks.common import RESULTS_DIR, ROOT, write_report
+
+README = ROOT / "benchmarks" / "README.md"
+DEFAULT_STEPS = 20  # SuperResolutionPredictor / `specsr export` default
+H200_BF16_PEAK_FLOPS = 989e12  # NVIDIA H200 SXM dense bf16 tensor-core peak (spec sheet)
+BEGIN, END = "<!-- summary:begin -->", "<!-- summary:end -->"
+# key -> (description, unit) for the README table, in table order.
+DESCRIPTIONS = {
+    "cpu_matmul_gflops": ("dense float32 matmul, best backend", "GFLOP/s"),
+    "cpu_matmul_bf16_gflops": ("dense bfloat16 matmul, best backend (AMX)", "GFLOP/s"),
+    "sr_mfu_cpu": ("MFU of sample(), best variant at the largest batch", ""),
+    "sr_best_variant_cpu": ("that variant", ""),
+    "sr_spectra_per_s_cpu": ("super-resolved spectra/s, DDIM 20 steps, trained model", "1/s"),
+    "sr_spectra_per_s_cpu_estimate": ("same, from the roofline's sample() time scaled to 20 steps", "1/s"),
+    "sr_nmad_ddim20": ("log([NII]/Hα) NMAD, held-out set (ddim_steps.json), DDIM 20 steps", "dex"),
+    "sr_coverage68_ddim20": ("its 68 % interval coverage", ""),
+    "sr_nmad_dpm20": ("same, DPM++2M 20 steps", "dex"),
+    "sr_coverage68_dpm20": ("its 68 % interval coverage", ""),
+    "sr_spectra_per_s_gpu": ("super-resolved spectra/s on the GPU, 20 steps (gpu.sh)", "1/s"),
+    "sr_spectra_per_s_gpu_estimate": ("H200 bf16 peak x CPU MFU / FLOPs per spectrum (not measured)", "1/s"),
+    "train_samples_per_s_tiny_tf": ("super-resolver training, tiny, TensorFlow, batch 32", "1/s"),
+    "train_samples_per_s_tiny_jax": ("same, JAX", "1/s"),
+    "infer_rows_per_s": ("`specsr infer` baseline predictor, largest catalog", "rows/s"),
+    "infer_rss_ratio": ("peak RSS, largest / smallest catalog", ""),
+    "sim_galaxies_per_s": ("simulator, Euclid, images included", "1/s"),
+}
+
+
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _setting(ddim: dict, sampler: str, steps: int) -> dict:
+    return next((s for s in ddim.get("settings", []) if s["sampler"] == sampler and s["steps"] == steps), {})
+
+
+def summarize(results: Path = RESULTS_DIR) -> dict:
+    """The flat summary of whatever results are in `results`."""
+    roofline, ddim = _load(results / "roofline.json"), _load(results / "ddim_steps.json")
+    train, infer = _load(results / "train.json"), _load(results / "infer.json")
+    gpu = _load(results / "gpu" / "roofline.json")
+    out = {}
+    if roofline:
+        peak, best, model = roofline["peak_gflops_per_s"], roofline["best_sample"], roofline["model"]
+        flops_default = sample_flops(model["denoiser_flops"], model["embedder_flops"], DEFAULT_STEPS)
+        out.update(cpu_matmul_gflops=peak["float32"], cpu_matmul_bf16_gflops=peak.get("bfloat16"),
+                   sr_mfu_cpu=best["mfu"], sr_best_variant_cpu=best["variant"])
+        if not _setting(ddim, "ddim", DEFAULT_STEPS):
+            out["sr_spectra_per_s_cpu_estimate"] = round(
+                best["spectra_per_s"] * (roofline["steps"] + 1) / (DEFAULT_STEPS + 1), 2)
+        if gpu.get("steps") == DEFAULT_STEPS:
+            out["sr_spectra_per_s_gpu"] = gpu["best_sample"]["spectra_per_s"]
+        else:
+            out["sr_spectra_per_s_gpu_estimate"] = round(H200_BF16_PEAK_FLOPS * best["mfu"] / flops_default)
+    for sampler, short in (("ddim", "ddim"), ("dpm++2m", "dpm")):
+        setting = _setting(ddim, sampler, DEFAULT_STEPS)
+        if setting:
+            out[f"sr_nmad_{short}20"] = round(setting["n2_all"]["nmad"], 4)
+            out[f"sr_coverage68_{short}20"] = round(setting["n2_all"]["coverage_68"], 3)
+            if sampler == "ddim":
+                out["sr_spectra_per_s_cpu"] = setting["spectra_per_s"]
+    for backend, short in (("tensorflow", "tf"), ("jax", "jax")):
+        run = train.get("runs", {}).get(backend, {}).get("tiny", {})
+        if "samples_per_s" in run:
+            out[f"train_samples_per_s_tiny_{short}"] = run["samples_per_s"]
+    if infer:
+        out.update(infer_rows_per_s=infer["runs"][-1]["rows_per_s"],
+                   infer_rss_ratio=infer["rss_ratio_largest_to_smallest"])
+    if "simulate_galaxies_per_s" in ddim:
+        out["sim_galaxies_per_s"] = ddim["simulate_galaxies_per_s"]
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def table(summary: dict) -> str:
+    """The summary as a markdown table (key, value, what it is)."""
+    lines = ["| key | value | what |", "|---|---|---|"]
+    for key, (what, unit) in DESCRIPTIONS.items():
+        if key in summary:
+            value = summary[key]
+            if isinstance(value, str):
+                shown = value
+            else:
+                shown = f"{value:.3g}" if abs(value) < 1 else f"{value:,}"
+            lines.append(f"| `{key}` | {shown}{' ' + unit if unit else ''} | {what} |")
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path, summary: dict) -> None:
+    """Replace the text between the summary markers of `readme` by the generated table."""
+    text = readme.read_text()
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    readme.write_text(f"{head}{BEGIN}\n{table(summary)}\n{END}{tail}")
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--readme", type=Path, default=README)
+    args = parser.parse_args(argv)
+    summary = summarize(args.results)
+    write_report(args.results / "summary.json", summary)
+    update_readme(args.readme, summary)
+    print(table(summary))
+    return summary
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""benchmarks/summarize.py on fabricated results, and benchmarks/gpu.sh without a GPU (fast)."""
+
+import json
+import os
+import subprocess
+
+from benchmarks.common import ROOT
+from benchmarks.summarize import BEGIN, END, summarize, update_readme
+
+REQUIRED = {"cpu_matmul_gflops", "sr_mfu_cpu", "sr_spectra_per_s_cpu", "infer_rows_per_s", "infer_rss_ratio",
+            "sim_galaxies_per_s"}
+
+
+def _write(path, document):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document))
+
+
+def _results(root):
+    roofline = {"peak_gflops_per_s": {"float32": 120.0, "bfloat16": 260.0}, "steps": 5,
+                "best_sample": {"variant": "jax_jit", "batch": 256, "spectra_per_s": 60.0, "mfu": 0.2},
+                "model": {"denoiser_flops": 7e7, "embedder_flops": 1e7}}
+    setting = {"steps": 20, "spectra_per_s": 15.0, "n2_all": {"nmad": 0.2, "coverage_68": 0.5}}
+    ddim = {"simulate_galaxies_per_s": 500.0,
+            "settings": [{"sampler": "ddim", **setting}, {"sampler": "dpm++2m", **setting}]}
+    train = {"runs": {"tensorflow": {"tiny": {"samples_per_s": 40.0}}, "jax": {"tiny": {"error": "x"}}}}
+    infer = {"runs": [{"rows_per_s": 700.0}, {"rows_per_s": 710.0}], "rss_ratio_largest_to_smallest": 1.03}
+    for name, document in (("roofline", roofline), ("ddim_steps", ddim), ("train", train), ("infer", infer)):
+        _write(root / f"{name}.json", document)
+    return root
+
+
+def test_summary_keys_and_the_gpu_estimate_until_a_gpu_result_exists(tmp_path):
+    summary = summarize(_results(tmp_path))
+    assert REQUIRED <= set(summary)
+    assert summary["sr_spectra_per_s_cpu"] == 15.0 and summary["infer_rows_per_s"] == 710.0
+    assert summary["train_samples_per_s_tiny_tf"] == 40.0 and "train_samples_per_s_tiny_jax" not in summary
+    assert "sr_spectra_per_s_gpu" not in summary
+    assert summary["sr_spectra_per_s_gpu_estimate"] == round(989e12 * 0.2 / (1e7 + 21 * 7e7))
+    _write(tmp_path / "gpu" / "roofline.json", {"steps": 20, "best_sample": {"spectra_per_s": 5e4}})
+    summary = summarize(tmp_path)
+    assert summary["sr_spectra_per_s_gpu"] == 5e4 and "sr_spectra_per_s_gpu_estimate" not in summary
+
+
+def test_readme_table_is_regenerated_between_the_markers(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{BEGIN}\nold table\n{END}\noutro\n")
+    update_readme(readme, summarize(_results(tmp_path)))
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith(f"{END}\noutro\n") and "old table" not in text
+    assert "| `cpu_matmul_gflops` | 120.0 GFLOP/s |" in text
+
+
+def test_gpu_script_fails_in_one_clear_line_without_a_gpu(tmp_path):
+    assert subprocess.run(["bash", "-n", str(ROOT / "benchmarks" / "gpu.sh")]).returncode == 0
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    (shim / "nvidia-smi").write_text("#!/bin/sh\nexit 9\n")
+    (shim / "nvidia-smi").chmod(0o755)
+    env = {**os.environ, "PATH": f"{shim}:{os.environ['PATH']}", "OUT": str(tmp_path / "out")}
+    done = subprocess.run(["bash", str(ROOT / "benchmarks" / "gpu.sh")], env=env, capture_output=True, text=True)
+    assert done.returncode == 1
+    assert done.stderr.strip() == "gpu.sh: nvidia-smi cannot query the GPU"
