@@ -17,6 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from specsr_keras.hardware import cpu_model
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 JAX_CACHE = Path(tempfile.gettempdir()) / "specsr-bench-jax-cache"
@@ -65,13 +67,7 @@ def best_seconds(function, repeats: int = 3, warmup: int = 1) -> float:
 
 def machine() -> dict:
     """Python, logical CPU count, CPU model and platform of this machine."""
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                 if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    return {"python": platform.python_version(), "cpus": os.cpu_count(), "cpu": cpu,
+    return {"python": platform.python_version(), "cpus": os.cpu_count(), "cpu": cpu_model(),
             "platform": platform.platform()}
 
 

@@ -18,7 +18,7 @@ from specsr_keras.data.shards import read_manifest
 from specsr_keras.evaluation.metrics import ERROR_METHODS
 from specsr_keras.evaluation.plots import METHOD_LABELS
 from specsr_keras.evaluation.report import format_number, headline_table, render_markdown
-from specsr_keras.training.distribution import describe_host
+from specsr_keras.hardware import describe_host
 
 MODEL_NAMES = ("spectrum_autoencoder", "image_autoencoder", "contrastive", "superres", "generator")
 # Targets: slope of estimate vs truth at the brightest S/N bin, and 68 % coverage.

@@ -9,9 +9,6 @@ touches a backend API, and only through keras.distribution or the strategy objec
 from __future__ import annotations
 
 import contextlib
-import os
-import platform
-from pathlib import Path
 
 import keras
 
@@ -47,13 +44,3 @@ def describe_devices() -> str:
     """One line naming the backend and the devices training will use."""
     return f"{keras.backend.backend()} on {', '.join(_accelerators())}"
 
-
-def describe_host() -> str:
-    """The CPU model and core count of this machine, e.g. for run.json and model cards."""
-    model = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
-                 if line.startswith("model name")]
-        model = names[0] if names else model
-    return f"{model}, {os.cpu_count()} logical cores, {platform.system()}"

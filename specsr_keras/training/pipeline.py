@@ -23,12 +23,13 @@ import keras
 import numpy as np
 
 from specsr_keras.data.shards import load_shards, read_manifest
+from specsr_keras.hardware import describe_host
 from specsr_keras.instruments import get_instrument
 from specsr_keras.models import presets
 from specsr_keras.models.preprocessor import STAGE_KEYS, chunked_model_inputs, dummy_inputs
 from specsr_keras.reporting import Reporter
 from specsr_keras.training.config import TrainConfig
-from specsr_keras.training.distribution import describe_devices, describe_host, distribution_scope
+from specsr_keras.training.distribution import describe_devices, distribution_scope
 from specsr_keras.training.stage import train_stage
 from specsr_keras.training.validation import validate_run
 
