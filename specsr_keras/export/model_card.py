@@ -62,7 +62,7 @@ def write_model_card(run_dir: Path, reports: list[Path], out: Path, *, saved_mod
     blocks = [("heading", 1, f"Model card: {title}"),
               ("heading", 2, "Intended use"), ("text", INTENDED_USE),
               *_model_blocks(run_dir, config, saved_model),
-              *_data_blocks(config),
+              *_data_blocks(config, run_dir),
               *_training_blocks(run, config),
               *_evaluation_blocks(metrics, reports, run_dir.parent),
               ("heading", 2, "Known limitations"),
@@ -103,17 +103,28 @@ def _model_blocks(run_dir: Path, config: dict, saved_model: Path | None) -> list
     return blocks
 
 
-def _data_blocks(config: dict) -> list[tuple]:
+def data_directories(config: dict) -> list[tuple[str, str, str]]:
+    """(role, directory, weight) of every training and validation shard directory."""
+    return [(role, *item.partition("@")[::2])
+            for role, spec in (("train", config["data"]), ("validation", config["val_data"]))
+            for item in filter(None, (s.strip() for s in spec.split(",")))]
+
+
+def manifest_copy(run_dir: Path, directory: str) -> Path:
+    """Where a shipped run keeps the manifest of a data directory it was trained on."""
+    return Path(run_dir) / "data_manifests" / f"{Path(directory).name}.json"
+
+
+def _data_blocks(config: dict, run_dir: Path) -> list[tuple]:
     rows = []
-    for role, spec in (("train", config["data"]), ("validation", config["val_data"])):
-        for item in filter(None, (s.strip() for s in spec.split(","))):
-            directory, _, weight = item.partition("@")
-            manifest = read_manifest(directory)
-            options = manifest.get("options", {})
-            rows.append([role, f"`{directory}`", manifest["instrument"], str(manifest["count"]),
-                         weight or "1", str(manifest.get("seed", "—")),
-                         str(manifest.get("simulator_version", manifest.get("kind", "—"))),
-                         str(options.get("snr_weight_power", "—"))])
+    for role, directory, weight in data_directories(config):
+        copy = manifest_copy(run_dir, directory)
+        manifest = json.loads(copy.read_text()) if copy.is_file() else read_manifest(directory)
+        options = manifest.get("options", {})
+        rows.append([role, f"`{directory}`", manifest["instrument"], str(manifest["count"]),
+                     weight or "1", str(manifest.get("seed", "—")),
+                     str(manifest.get("simulator_version", manifest.get("kind", "—"))),
+                     str(options.get("snr_weight_power", "—"))])
     return [("heading", 2, "Training data"),
             ("text", "Simulated with `specsr simulate` (recreate with `make shipped-data`); "
                      "S/N-stratified samples (keep probability min(1, (S/N/30)^power)) so that "

@@ -5,12 +5,15 @@ exported SavedModel `saved_models/<name>/<version>/`, its held-out evaluation re
 
 from __future__ import annotations
 
+import json
 import shutil
+import tomllib
 from pathlib import Path
 
 import keras
 
-from specsr_keras.export.model_card import MODEL_NAMES, write_model_card
+from specsr_keras.data.shards import read_manifest
+from specsr_keras.export.model_card import MODEL_NAMES, data_directories, manifest_copy, write_model_card
 from specsr_keras.training.pipeline import save_inference_model
 
 RUN_FILES = ("config.toml", "run.json", "validation.json")
@@ -18,7 +21,8 @@ REPORT_FILES = ("report.md", "metrics.json")  # report.html repeats the figures 
 
 
 def copy_inference_run(run_dir: Path, dest: Path) -> Path:
-    """Copy the run's config, summaries and final models (optimizer state dropped) to dest."""
+    """Copy the run's config, summaries, final models (optimizer state dropped) and the
+    manifests of its training data (for the model card) to dest."""
     run_dir, dest = Path(run_dir), Path(dest)
     missing = [n for n in MODEL_NAMES if not (run_dir / "models" / f"{n}.keras").is_file()]
     if missing:
@@ -26,6 +30,10 @@ def copy_inference_run(run_dir: Path, dest: Path) -> Path:
     (dest / "models").mkdir(parents=True, exist_ok=True)
     for name in RUN_FILES:
         shutil.copy2(run_dir / name, dest / name)
+    config = tomllib.loads((run_dir / "config.toml").read_text())
+    for _, directory, _ in data_directories(config):
+        manifest_copy(dest, directory).parent.mkdir(exist_ok=True)
+        manifest_copy(dest, directory).write_text(json.dumps(read_manifest(directory), indent=1))
     for name in MODEL_NAMES:
         model = keras.saving.load_model(run_dir / "models" / f"{name}.keras", compile=False)
         save_inference_model(model, dest / "models" / f"{name}.keras")
