@@ -186,10 +186,10 @@ def main(argv=None) -> dict:
     if "skipped" in report:
         print(f"ddim_steps: skipped ({report['skipped']})")
     else:
-        report["plot"] = str(args.out.with_suffix(".png").relative_to(ROOT) if args.out.is_relative_to(ROOT)
-                             else args.out.with_suffix(".png"))
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        plot(report, args.out.with_suffix(".png"))
+        png = args.out.with_suffix(".png")
+        report["plot"] = png.name  # next to the JSON
+        png.parent.mkdir(parents=True, exist_ok=True)
+        plot(report, png)
         for s in report["settings"]:
             print(f"{s['sampler']:>8} {s['steps']:>3} steps: {s['spectra_per_s']:8.1f} spectra/s, "
                   f"N2 NMAD {s['n2_snr_ge_10']['nmad']:.3f} (S/N>=10), {s['n2_all']['nmad']:.3f} (all), "
