@@ -12,9 +12,9 @@ from pathlib import Path
 
 import keras
 
+import specsr_keras.models  # noqa: F401  (registers the model classes for loading)
 from specsr_keras.data.shards import read_manifest
 from specsr_keras.export.model_card import MODEL_NAMES, data_directories, manifest_copy, write_model_card
-from specsr_keras.training.pipeline import save_inference_model
 
 RUN_FILES = ("config.toml", "run.json", "validation.json")
 REPORT_FILES = ("report.md", "metrics.json")  # report.html repeats the figures inline
@@ -32,11 +32,12 @@ def copy_inference_run(run_dir: Path, dest: Path) -> Path:
         shutil.copy2(run_dir / name, dest / name)
     config = tomllib.loads((run_dir / "config.toml").read_text())
     for _, directory, _ in data_directories(config):
-        manifest_copy(dest, directory).parent.mkdir(exist_ok=True)
-        manifest_copy(dest, directory).write_text(json.dumps(read_manifest(directory), indent=1))
-    for name in MODEL_NAMES:
-        model = keras.saving.load_model(run_dir / "models" / f"{name}.keras", compile=False)
-        save_inference_model(model, dest / "models" / f"{name}.keras")
+        copy = manifest_copy(dest, directory)
+        copy.parent.mkdir(exist_ok=True)
+        copy.write_text(json.dumps(read_manifest(directory), indent=1))
+    for name in MODEL_NAMES:  # loaded uncompiled, so saved without optimizer state
+        keras.saving.load_model(run_dir / "models" / f"{name}.keras", compile=False).save(
+            dest / "models" / f"{name}.keras")
     return dest
 
 
