@@ -206,12 +206,13 @@ def time_sample(model, steps: int, batches, repeats: int) -> dict:
 def time_savedmodel(run_dir: Path, steps: int, batches, repeats: int, workdir: Path) -> dict:
     """Export `run_dir` (1 sample, `steps` DDIM steps) and time `super_resolve` per batch;
     plus the export time and the parity of its samples with the Keras model."""
-    from specsr_keras.export import export_run
+    from specsr_keras.export import SamplingSettings, export_run
     from specsr_keras.export.predictor import SavedModelPredictor
     from specsr_keras.export.serving_check import parity, sample_inputs
 
     started = time.perf_counter()
-    summary = export_run(run_dir, name="bench", version=1, out=workdir / "saved_models", steps=steps, samples=1)
+    summary = export_run(run_dir, name="bench", version=1, out=workdir / "saved_models",
+                         sampling=SamplingSettings(steps=steps, samples=1))
     export_seconds = time.perf_counter() - started
     predictor = SavedModelPredictor(summary["path"])
     seconds = {}

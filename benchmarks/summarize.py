@@ -18,9 +18,13 @@ from pathlib import Path
 
 from benchmarks.bench_roofline import sample_flops
 from benchmarks.common import RESULTS_DIR, ROOT, write_report
+from specsr_keras.export.signatures import SamplingSettings
 
 README = ROOT / "benchmarks" / "README.md"
-DEFAULT_STEPS = 20  # SuperResolutionPredictor / `specsr export` default
+# The sampler of `specsr export`, `specsr infer` and `evaluate` (DDIM, 10 steps), and two
+# alternatives for comparison.
+DEFAULT_SAMPLER, DEFAULT_STEPS = SamplingSettings().sampler, SamplingSettings().steps
+COMPARED = {"ddim10": (DEFAULT_SAMPLER, DEFAULT_STEPS), "dpm10": ("dpm++2m", 10), "ddim20": ("ddim", 20)}
 H200_BF16_PEAK_FLOPS = 989e12  # NVIDIA H200 SXM dense bf16 tensor-core peak (spec sheet)
 BEGIN, END = "<!-- summary:begin -->", "<!-- summary:end -->"
 # key -> (description, unit) for the README table, in table order.
@@ -29,18 +33,21 @@ DESCRIPTIONS = {
     "cpu_matmul_bf16_gflops": ("dense bfloat16 matmul, best backend (AMX)", "GFLOP/s"),
     "sr_mfu_cpu": ("MFU of sample(), best variant at the largest batch", ""),
     "sr_best_variant_cpu": ("that variant", ""),
-    "sr_spectra_per_s_cpu": ("super-resolved spectra/s, DDIM 20 steps, trained model", "1/s"),
-    "sr_spectra_per_s_cpu_estimate": ("same, from the roofline's sample() time scaled to 20 steps", "1/s"),
-    "sr_nmad_ddim20": ("log([NII]/Hα) NMAD, held-out set (ddim_steps.json), DDIM 20 steps", "dex"),
-    "sr_coverage68_ddim20": ("its 68 % interval coverage", ""),
-    "sr_nmad_dpm20": ("same, DPM++2M 20 steps", "dex"),
-    "sr_coverage68_dpm20": ("its 68 % interval coverage", ""),
-    "sr_spectra_per_s_gpu": ("super-resolved spectra/s on the GPU, 20 steps (gpu.sh)", "1/s"),
+    "sr_spectra_per_s_cpu": ("super-resolved spectra/s, default sampler (DDIM 10 steps), trained model", "1/s"),
+    "sr_spectra_per_s_cpu_estimate": ("same, from the roofline's sample() time scaled to 10 steps", "1/s"),
+    "sr_nmad_ddim10": ("log([NII]/Hα) NMAD, held-out set (ddim_steps.json), DDIM 10 steps", "dex"),
+    "sr_coverage68_ddim10": ("its 68 % predictive-interval coverage", ""),
+    "sr_nmad_dpm10": ("same, DPM++2M 10 steps", "dex"),
+    "sr_coverage68_dpm10": ("its 68 % predictive-interval coverage", ""),
+    "sr_nmad_ddim20": ("same, DDIM 20 steps", "dex"),
+    "sr_coverage68_ddim20": ("its 68 % predictive-interval coverage", ""),
+    "sr_spectra_per_s_gpu": ("super-resolved spectra/s on the GPU, 10 steps (gpu.sh)", "1/s"),
     "sr_spectra_per_s_gpu_estimate": ("H200 bf16 peak x CPU MFU / FLOPs per spectrum (not measured)", "1/s"),
     "train_samples_per_s_tiny_tf": ("super-resolver training, tiny, TensorFlow, batch 32", "1/s"),
     "train_samples_per_s_tiny_jax": ("same, JAX", "1/s"),
     "infer_rows_per_s": ("`specsr infer` baseline predictor, largest catalog", "rows/s"),
     "infer_rss_ratio": ("peak RSS, largest / smallest catalog", ""),
+    "infer_dask_speedup": ("`specsr infer` rows/s on 2 local Dask workers / on 1", ""),
     "sim_galaxies_per_s": ("simulator, Euclid, images included", "1/s"),
 }
 
@@ -64,27 +71,29 @@ def summarize(results: Path = RESULTS_DIR) -> dict:
         flops_default = sample_flops(model["denoiser_flops"], model["embedder_flops"], DEFAULT_STEPS)
         out.update(cpu_matmul_gflops=peak["float32"], cpu_matmul_bf16_gflops=peak.get("bfloat16"),
                    sr_mfu_cpu=best["mfu"], sr_best_variant_cpu=best["variant"])
-        if not _setting(ddim, "ddim", DEFAULT_STEPS):
+        if not _setting(ddim, DEFAULT_SAMPLER, DEFAULT_STEPS):
             out["sr_spectra_per_s_cpu_estimate"] = round(
                 best["spectra_per_s"] * (roofline["steps"] + 1) / (DEFAULT_STEPS + 1), 2)
         if gpu.get("steps") == DEFAULT_STEPS:
             out["sr_spectra_per_s_gpu"] = gpu["best_sample"]["spectra_per_s"]
         else:
             out["sr_spectra_per_s_gpu_estimate"] = round(H200_BF16_PEAK_FLOPS * best["mfu"] / flops_default)
-    for sampler, short in (("ddim", "ddim"), ("dpm++2m", "dpm")):
-        setting = _setting(ddim, sampler, DEFAULT_STEPS)
+    for short, (sampler, steps) in COMPARED.items():
+        setting = _setting(ddim, sampler, steps)
         if setting:
-            out[f"sr_nmad_{short}20"] = round(setting["n2_all"]["nmad"], 4)
-            out[f"sr_coverage68_{short}20"] = round(setting["n2_all"]["coverage_68"], 3)
-            if sampler == "ddim":
-                out["sr_spectra_per_s_cpu"] = setting["spectra_per_s"]
+            out[f"sr_nmad_{short}"] = round(setting["n2_all"]["nmad"], 4)
+            out[f"sr_coverage68_{short}"] = round(setting["n2_all"]["coverage_68"], 3)
+    default = _setting(ddim, DEFAULT_SAMPLER, DEFAULT_STEPS)
+    if default:
+        out["sr_spectra_per_s_cpu"] = default["spectra_per_s"]
     for backend, short in (("tensorflow", "tf"), ("jax", "jax")):
         run = train.get("runs", {}).get(backend, {}).get("tiny", {})
         if "samples_per_s" in run:
             out[f"train_samples_per_s_tiny_{short}"] = run["samples_per_s"]
     if infer:
         out.update(infer_rows_per_s=infer["runs"][-1]["rows_per_s"],
-                   infer_rss_ratio=infer["rss_ratio_largest_to_smallest"])
+                   infer_rss_ratio=infer["rss_ratio_largest_to_smallest"],
+                   infer_dask_speedup=(infer.get("dask") or {}).get("speedup"))
     if "simulate_galaxies_per_s" in ddim:
         out["sim_galaxies_per_s"] = ddim["simulate_galaxies_per_s"]
     return {k: v for k, v in out.items() if v is not None}

@@ -23,8 +23,13 @@ def export(
         str,
         typer.Option(help="Grid the endpoints take low-res spectra on (euclid, g141, roman, ...)."),
     ] = "euclid",
-    ddim_steps: Annotated[int, typer.Option(min=1, help="DDIM steps per request.")] = 20,
-    samples: Annotated[int, typer.Option(min=1, help="Diffusion samples K per object.")] = 16,
+    sampler: Annotated[
+        str, typer.Option(help="ddim, or dpm++2m (second order: keeps more of the sample spread at few steps).")
+    ] = "ddim",
+    steps: Annotated[int, typer.Option(min=1, help="Sampler steps (network calls - 1) per request.")] = 10,
+    samples: Annotated[
+        int, typer.Option(min=1, help="Diffusion samples K per object (intervals need >= 2).")
+    ] = 16,
     eta: Annotated[
         float, typer.Option(min=0.0, help="DDIM eta (0 = deterministic given the seed).")
     ] = 0.0,
@@ -43,19 +48,11 @@ def export(
     (inputs/outputs with units and shapes, metadata) and rewrites OUT/models.config.
     Example: [bold]specsr export runs/quick --name specsr --version 1[/]
     """
-    from specsr_keras.export import export_run
+    from specsr_keras.export import SamplingSettings, export_run
 
+    sampling = SamplingSettings(sampler=sampler, steps=steps, samples=samples, eta=eta, guidance=guidance)
     summary = export_run(
-        run_dir,
-        name=name,
-        version=version,
-        out=out,
-        instrument=instrument,
-        steps=ddim_steps,
-        samples=samples,
-        eta=eta,
-        guidance=guidance,
-        reporter=reporter(),
+        run_dir, name=name, version=version, out=out, instrument=instrument, sampling=sampling, reporter=reporter()
     )
     console.print(
         f"[green]exported[/] {summary['path']}: {', '.join(summary['endpoints'])} "

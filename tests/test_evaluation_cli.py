@@ -14,8 +14,8 @@ from specsr_keras.evaluation.domain_gap import STATISTICS, domain_gap
 from specsr_keras.simulate import dataset_metadata, simulate_galaxies
 from tests.fixtures_formats import SURVEY_N2
 
-FLAT_KEYS = ("nii_ha_bias_dex", "nii_ha_nmad_dex", "nii_ha_slope", "lowres_fit_nii_ha_nmad_dex",
-             "faisst_nii_ha_nmad_dex", "ceiling_nii_ha_nmad_dex", "ha_flux_frac_nmad",
+FLAT_KEYS = ("nii_ha_bias_dex", "nii_ha_nmad_dex", "nii_ha_slope", "nii_ha_calibration_slope",
+             "lowres_fit_nii_ha_nmad_dex", "faisst_nii_ha_nmad_dex", "ceiling_nii_ha_nmad_dex", "ha_flux_frac_nmad",
              "z_bias_specsr", "z_bias_lowres", "coverage_68", "coverage_95", "retrieval_top1",
              "image_z_r2", "spectrum_z_r2", "gen_z_nmad", "anomaly_auroc")
 
@@ -57,6 +57,13 @@ def test_evaluate_baseline_writes_report_html_and_metrics(euclid_dir, tmp_path):
     assert "model `baseline`" in report and "does NOT beat" in report
     assert "not computed" in report
     assert "data:image/png;base64," in (out / "report.html").read_text()
+    from astropy.table import Table
+
+    table = Table.read(out / "estimates_euclid_nisp_red.fits")  # per object, every method
+    assert len(table) == 200 and table.meta["INSTRUME"] == "euclid_nisp_red"
+    np.testing.assert_array_equal(table["specsr_n2_p50"], table["lowres_fit_n2_p50"])
+    errors = np.asarray(table["specsr_n2_p50"] - table["true_n2"])
+    assert np.nanmedian(errors) == pytest.approx(bins["all"]["n2"]["specsr"]["bias"])
 
 
 def test_evaluate_two_instruments_with_crossmodal_inputs(euclid_dir, tmp_path):

@@ -6,6 +6,7 @@ import pytest
 from specsr_keras.evaluation.metrics import (
     bin_masks,
     calibration_curve,
+    calibration_slope,
     coverage,
     error_of,
     nmad,
@@ -36,6 +37,16 @@ def test_slope_of_a_shrunk_estimator_is_one_half_despite_outliers():
     estimate[:150] = 0.5  # 5 % catastrophic outliers
     assert robust_slope(truth, estimate) == pytest.approx(0.5, abs=0.03)
     assert robust_slope(truth, truth + 0.1) == pytest.approx(1.0)
+
+
+def test_a_posterior_mean_shrinks_but_its_calibration_slope_is_one():
+    rng = np.random.default_rng(5)
+    truth = rng.normal(-0.6, 0.3, 20000)  # prior N(-0.6, 0.3); data = truth + N(0, 0.15)
+    data = truth + rng.normal(0.0, 0.15, truth.size)
+    posterior_mean = -0.6 + 0.8 * (data + 0.6)  # shrinkage 0.3² / (0.3² + 0.15²)
+    assert robust_slope(truth, posterior_mean) == pytest.approx(0.8, abs=0.03)
+    assert calibration_slope(truth, posterior_mean) == pytest.approx(1.0, abs=0.04)
+    assert calibration_slope(truth, data) == pytest.approx(0.8, abs=0.03)  # the raw data over-spread
 
 
 def test_calibrated_gaussians_cover_68_and_95_percent():

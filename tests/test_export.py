@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from specsr_keras.export import client, export_run
+from specsr_keras.export import SamplingSettings, client, export_run
 from specsr_keras.export.exporter import write_models_config
 from specsr_keras.export.serving_check import (
     _check_outputs,
@@ -38,6 +38,7 @@ if keras.backend.backend() != "tensorflow":
 import tensorflow as tf  # noqa: E402  (only after the backend check)
 
 STEPS, SAMPLES = 3, 4
+SAMPLING = SamplingSettings(steps=STEPS, samples=SAMPLES)
 
 _WRITE_RUN = textwrap.dedent("""
     import json, sys
@@ -95,7 +96,7 @@ def tf_run(tmp_path_factory, jax_run_process):
 @pytest.fixture(scope="module")
 def exported(tf_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("saved_models")
-    summary = export_run(tf_run, name="specsr", version=1, out=out, steps=STEPS, samples=SAMPLES)
+    summary = export_run(tf_run, name="specsr", version=1, out=out, sampling=SAMPLING)
     return out, summary
 
 
@@ -133,7 +134,7 @@ def test_export_writes_tf_serving_layout(exported, export_dir, signatures):
     assert not [p for p in (out / "specsr").iterdir() if not p.name.isdigit()]  # no temp dirs left
     meta = signatures["metadata"]
     euclid = get_instrument("euclid")
-    assert meta["ddim_steps"] == STEPS and meta["samples"] == SAMPLES
+    assert meta["sampler"] == "ddim" and meta["steps"] == STEPS and meta["samples"] == SAMPLES
     assert meta["instrument"]["instrument"] == "euclid_nisp_red"
     np.testing.assert_allclose(meta["lowres_bin_edges"], euclid.bin_edges)
     flux_spec = signatures["endpoints"]["super_resolve"]["inputs"]["lowres_flux"]
@@ -151,7 +152,7 @@ def test_existing_version_is_never_overwritten(exported, tf_run, export_dir):
     out, _ = exported
     before = (export_dir / "saved_model.pb").stat().st_mtime_ns
     with pytest.raises(FileExistsError, match="never overwritten; use --version 2"):
-        export_run(tf_run, name="specsr", version=1, out=out, steps=STEPS, samples=SAMPLES)
+        export_run(tf_run, name="specsr", version=1, out=out, sampling=SAMPLING)
     assert (export_dir / "saved_model.pb").stat().st_mtime_ns == before
     from cli.main import app
 
@@ -181,22 +182,15 @@ def test_super_resolve_matches_keras_superresolver(loaded, signatures, inputs, t
     assert report["scale_relative_diff"] < 1e-6
 
 
-def test_graph_sampler_with_eta_matches_keras_sample(tf_run, inputs):
+@pytest.mark.parametrize("sampling", [SamplingSettings("ddim", 2, 3, eta=0.7), SamplingSettings("dpm++2m", 3, 3)])
+def test_graph_sampler_matches_keras_sample(tf_run, inputs, sampling):
     from specsr_keras.export.exporter import load_models
     from specsr_keras.export.graph import ServingGraph
     from specsr_keras.models import graph_ops
 
     models = load_models(tf_run)
     euclid = get_instrument("euclid")
-    graph = ServingGraph(
-        models["superres"],
-        models["contrastive"],
-        models["generator"],
-        euclid,
-        steps=2,
-        samples=3,
-        eta=0.7,
-    )
+    graph = ServingGraph(models["superres"], models["contrastive"], models["generator"], euclid, sampling)
     row = {k: v[:1] for k, v in inputs.items()}
     prepared = graph_ops.lowres_model_inputs(
         row["lowres_flux"], row["lowres_ivar"], row["lowres_mask"], row["z_prior"], euclid
@@ -205,7 +199,12 @@ def test_graph_sampler_with_eta_matches_keras_sample(tf_run, inputs):
     model_inputs = {k: prepared[k] for k in keys}
     got = graph.draw(models["superres"], model_inputs, tf.constant(row["seed"]))
     expected = models["superres"].sample(
-        model_inputs, num_samples=3, steps=2, eta=0.7, seed=int(row["seed"][0])
+        model_inputs,
+        num_samples=3,
+        steps=sampling.steps,
+        eta=sampling.eta,
+        seed=int(row["seed"][0]),
+        sampler=sampling.sampler,
     )
     np.testing.assert_allclose(got.numpy(), keras.ops.convert_to_numpy(expected), atol=1e-5)
 
@@ -337,7 +336,9 @@ def test_jax_written_run_exports_under_tensorflow(jax_run_process, exported):
             "3",
             "--out",
             str(out),
-            "--ddim-steps",
+            "--sampler",
+            "dpm++2m",
+            "--steps",
             "2",
             "--samples",
             "2",

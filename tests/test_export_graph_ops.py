@@ -6,6 +6,7 @@ import pytest
 
 from specsr_keras.inference.superres_predictor import forward_model_chi2
 from specsr_keras.instruments import ENCODER_GRID, TARGET_GRID, get_instrument
+from specsr_keras.measure.intervals import predictive_percentiles
 from specsr_keras.models import graph_ops
 from specsr_keras.models.preprocessor import hires_inputs, lowres_inputs
 from specsr_keras.resampling import resample_flux
@@ -146,12 +147,13 @@ def test_reobservation_chi2_matches_numpy_forward_model(galaxies):
     assert 0.5 < np.median(got) < 1.5  # the truth explains the data
 
 
-def test_percentiles_match_numpy():
-    x = np.random.default_rng(4).normal(size=(5, 7)).astype(np.float32)
-    got = graph_ops.percentiles(x, [16.0, 50.0, 84.0], axis=1)
+@pytest.mark.parametrize("k", [7, 8])
+def test_predictive_percentiles_match_numpy(k):
+    x = np.random.default_rng(4).normal(size=(5, k)).astype(np.float32)
+    got = graph_ops.predictive_percentiles(x, [2.5, 16.0, 50.0, 84.0], axis=1)
     np.testing.assert_allclose(
         np.stack([_np(g) for g in got]),
-        np.percentile(x, [16, 50, 84], axis=1),
+        np.stack(predictive_percentiles(x, [2.5, 16, 50, 84], axis=1)),
         rtol=1e-6,
         atol=1e-6,
     )

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 from keras import layers, ops
 
-from specsr_keras.models.ema import ExponentialMovingAverage, ema_update
 from specsr_keras.models.encoders import ImageEncoder
 from specsr_keras.models.flops import count_flops
 from specsr_keras.models.layers import (
@@ -188,27 +187,3 @@ def test_count_flops_matches_the_hand_count():
     # output projection 10 x 8 x 8
     assert count_flops(model, (10, 8)) == 2 * (3 * 640 + 2 * 2 * 100 * 4 + 640)
     assert isinstance(attention.call, type(attention.__init__))  # patches removed
-
-
-def test_ema_update_moves_each_average_by_one_minus_decay():
-    average = [np.zeros(3, "float32"), keras.Variable(np.ones(2, "float32"))]
-    ema_update(average, [np.full(3, 10.0), np.full(2, 3.0)], decay=0.9)
-    np.testing.assert_allclose(average[0], 1.0, rtol=1e-6)
-    np.testing.assert_allclose(numpy(average[1]), 1.2, rtol=1e-6)
-
-
-def test_ema_callback_tracks_the_weights_during_fit_and_swaps_them_in():
-    model = keras.Sequential([keras.Input((3,)), layers.Dense(1)])
-    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
-    start = [numpy(v).copy() for v in model.trainable_variables]
-    ema = ExponentialMovingAverage(decay=0.99)
-    x, y = normal(16, 3), normal(16, 1)
-    model.fit(x, y, batch_size=4, epochs=1, verbose=0, callbacks=[ema])
-    live = [numpy(v).copy() for v in model.trainable_variables]
-    assert ema.updates == 4
-    for s, e, w in zip(start, ema.weights, live, strict=True):
-        # warm-up decays (1/10, 2/11, 3/12, 4/13): the average sits between start and now
-        assert np.abs(e - w).max() > 0 and np.abs(e - s).max() > 0
-    with ema.swapped(model):
-        np.testing.assert_allclose(numpy(model.trainable_variables[0]), ema.weights[0])
-    np.testing.assert_allclose(numpy(model.trainable_variables[0]), live[0])

@@ -12,6 +12,7 @@ from specsr_keras.inference.predictors import load_predictor
 from specsr_keras.simulate import simulate_galaxies
 
 SHIPPED = Path(__file__).resolve().parents[1] / "saved_models" / "specsr"
+VERSION = max(int(p.name) for p in SHIPPED.iterdir() if p.name.isdigit())  # the one SavedModel shipped
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,7 @@ def bright_euclid():
 
 
 def test_shipped_savedmodel_resolves_nii_of_bright_galaxies(bright_euclid):
-    predictor = load_predictor(str(SHIPPED / "1"))
+    predictor = load_predictor(str(SHIPPED / str(VERSION)))
     batch = {k: bright_euclid[k] for k in ("lowres_flux", "lowres_ivar", "lowres_mask", "z_prior")}
     batch["instrument_id"] = np.full(12, 1)
     batch["source_sigma_arcsec"] = np.full(12, np.nan)
@@ -52,9 +53,16 @@ def test_shipped_run_initialises_a_fine_tune():
 def test_model_card_is_generated_from_the_shipped_files(tmp_path):
     reports = sorted(p for p in (SHIPPED / "evaluation").iterdir() if p.is_dir())
     assert reports and all((r / name).is_file() for r in reports for name in REPORT_FILES)
-    card = write_model_card(SHIPPED / "run", reports, tmp_path / "MODEL_CARD.md", saved_model=SHIPPED / "1",
-                            title="specsr/1")
+    card = write_model_card(SHIPPED / "run", reports, tmp_path / "MODEL_CARD.md", saved_model=SHIPPED / str(VERSION),
+                            title=f"specsr/{VERSION}")
     assert card.read_text() == (SHIPPED / "MODEL_CARD.md").read_text()
+
+
+def test_shipped_savedmodel_passes_serving_check_against_its_shipped_run():
+    from specsr_keras.export.serving_check import run_serving_check
+
+    report = run_serving_check(SHIPPED / str(VERSION), n=1)  # fresh TF process; run found via "../run"
+    assert report["parity"]["ok"], report["parity"]
 
 
 def test_shipped_files_fit_the_size_budget():

@@ -81,6 +81,8 @@ def evaluate(model: str, data_dirs, out_dir, *, max_examples: int | None = None,
     }
     anomaly = anomaly_inputs(crossmodal, headline.truth, model_scores)
     write_report(metrics, sets, Path(out_dir), anomaly=anomaly, reporter=reporter)
+    for held_out in sets:  # per-object values, for analyses the report does not make
+        held_out.write_estimates(Path(out_dir) / f"estimates_{held_out.name}.fits")
     return metrics
 
 
@@ -169,6 +171,7 @@ def flat_metrics(headline: dict, extra: dict) -> dict:
         "nii_ha_bias_dex": get(n2, "specsr", "bias"),
         "nii_ha_nmad_dex": get(n2, "specsr", "nmad"),
         "nii_ha_slope": get(n2, "specsr", "slope"),
+        "nii_ha_calibration_slope": get(n2, "specsr", "calibration_slope"),
         "lowres_fit_nii_ha_nmad_dex": get(n2, "lowres_fit", "nmad"),
         "faisst_nii_ha_nmad_dex": get(n2, "faisst", "nmad"),
         "ceiling_nii_ha_nmad_dex": get(n2, "ceiling", "nmad"),

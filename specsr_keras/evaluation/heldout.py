@@ -74,6 +74,20 @@ class HeldOutSet:
         """Whether true N2 values exist (simulations), i.e. truth-based metrics apply."""
         return self.provenance["line_truth"]
 
+    def write_estimates(self, path: Path) -> Path:
+        """One row per object: the truth columns (`true_<field>`) and every method's estimates
+        (`<method>_<column>`, e.g. specsr_n2_p50), as a FITS table; provenance in the header."""
+        from astropy.table import Table
+
+        columns = {f"true_{k}": np.asarray(v) for k, v in self.truth.items()}
+        columns.update({f"{method}_{k}": np.asarray(v) for method, cols in self.estimates.items()
+                        for k, v in cols.items()})
+        table = Table(columns)
+        table.meta.update({"SETNAME": self.name, "INSTRUME": self.instrument,
+                           "MODEL": str(self.provenance["model_id"])[-68:], "DATADIR": self.directory[-68:]})
+        table.write(path, overwrite=True)
+        return path
+
 
 def predictor_for(model: str, instrument: str):
     """The model's predictor for spectra on `instrument`'s grid: plain 'baseline' becomes the

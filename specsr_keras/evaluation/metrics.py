@@ -13,7 +13,7 @@ from scipy.special import ndtri
 from scipy.stats import theilslopes
 
 __all__ = ["NMAD_SCALE", "SNR_BINS", "MASS_BINS", "N2_BINS", "ERROR_METHODS", "bin_masks",
-           "coverage", "calibration_curve", "error_of", "error_stats", "nmad", "robust_slope",
+           "coverage", "calibration_curve", "calibration_slope", "error_of", "error_stats", "nmad", "robust_slope",
            "set_metrics", "standardized_residual", "summarize"]
 
 # NMAD = 1.4826 median|x - median x|: equals sigma for a Gaussian.
@@ -48,6 +48,18 @@ def robust_slope(truth, estimate) -> float:
         keep = np.linspace(0, truth.size - 1, _SLOPE_MAX_POINTS).astype(int)
         truth, estimate = truth[keep], estimate[keep]
     return float(theilslopes(estimate, truth).slope)
+
+
+def calibration_slope(truth, estimate) -> float:
+    """Theil-Sen slope of truth vs estimate (1 = calibrated point estimates).
+
+    A posterior median shrinks toward the prior where the data are weak, so the slope of
+    estimate vs truth (`robust_slope`) falls below 1 even for a perfect posterior; the
+    truth then still rises one-for-one with the estimate. Below 1 here means estimates
+    spread more than the truths warrant, above 1 that they are compressed beyond what the
+    data justify (over-shrinkage).
+    """
+    return robust_slope(estimate, truth)
 
 
 def error_of(quantity: str, estimate, truth):
@@ -139,7 +151,7 @@ def summarize(truth: dict, estimates: dict, mask) -> dict:
     """Statistics of the rows in `mask`: count, per-quantity error stats and coverage.
 
     truth: columns z, n2, ha_flux, nii_6585_flux, ...; estimates: method -> columns.
-    Returns {"n", "n2": {method: {n, bias, nmad, slope}}, "ha_flux": {method: {n, bias,
+    Returns {"n", "n2": {method: {n, bias, nmad, slope, calibration_slope}}, "ha_flux": {method: {n, bias,
     nmad}}, "z": {...}, "coverage": {quantity: {method: {n, "68", "95"}}}}.
     """
     mask = np.asarray(mask, bool)
@@ -156,6 +168,7 @@ def summarize(truth: dict, estimates: dict, mask) -> dict:
             stats = error_stats(error_of(quantity, estimate, true[quantity]))
             if quantity == "n2":
                 stats["slope"] = robust_slope(true[quantity], estimate)
+                stats["calibration_slope"] = calibration_slope(true[quantity], estimate)
             out[quantity][method] = stats
     out["coverage"] = {q: {m: coverage(true[q], cols, q) for m, cols in rows.items()
                            if f"{q}_p16" in cols}

@@ -140,8 +140,8 @@ def _headline_blocks(metrics: dict) -> list[tuple]:
 
 def _cells(stats: dict, methods, keys, scale=1.0) -> list[str]:
     """One cell per method: the stats' keys joined by ' / ' (— if the method is absent)."""
-    fmt = {"bias": "+.3f", "nmad": ".3f", "slope": ".2f"}
-    return [" / ".join(format_number(stats[m][k], fmt[k], 1.0 if k == "slope" else scale) for k in keys)
+    fmt = {"bias": "+.3f", "nmad": ".3f", "slope": ".2f", "calibration_slope": ".2f"}
+    return [" / ".join(format_number(stats[m][k], fmt[k], 1.0 if "slope" in k else scale) for k in keys)
             if m in stats else "—" for m in methods]
 
 
@@ -180,8 +180,12 @@ def _set_blocks(instrument: str, m: dict, figures) -> list[tuple]:
     blocks = [("heading", 2, f"Set `{instrument}`"),
               ("heading", 3, "N2 scatter: specsr vs the baselines"),
               *headline_table(m["snr"]),
-              ("heading", 3, "N2 by S/N(Hα): bias / NMAD [dex] / slope"),
-              _binned_table(m["snr"] | {"all": m["all"]}, "n2", ("bias", "nmad", "slope")),
+              ("heading", 3, "N2 by S/N(Hα): bias / NMAD [dex] / slope / calibration slope"),
+              ("text", "slope: estimate vs truth (< 1: shrinkage toward the mean, expected of a "
+                       "posterior median where the data are weak); calibration slope: truth vs "
+                       "estimate (1: the truth follows the estimate one-for-one; > 1: shrunk more "
+                       "than the data justify)."),
+              _binned_table(m["snr"] | {"all": m["all"]}, "n2", ("bias", "nmad", "slope", "calibration_slope")),
               ("heading", 3, "N2 by stellar mass: bias / NMAD [dex] / slope"),
               _binned_table(m["mass"], "n2", ("bias", "nmad", "slope")),
               ("heading", 3, "N2 by true N2: bias / NMAD [dex]"),

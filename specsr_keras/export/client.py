@@ -1,7 +1,7 @@
 """TF Serving REST client for a specsr export (urllib only: no TensorFlow needed).
 
     from specsr_keras.export import client
-    sig = client.load_signatures("saved_models/specsr/1")          # signatures.json
+    sig = client.load_signatures("saved_models/specsr/2")          # signatures.json
     body = client.spectrum_request("obj.fits", sig, z_prior=1.2, seed=0)
     response = client.predict("http://localhost:8501", "specsr", body)
     result = client.super_resolved(client.parse_response(response, sig))[0]
@@ -26,12 +26,11 @@ import astropy.units as u
 import numpy as np
 
 from specsr_keras.data.records import FLUX_UNIT, Spectrum
-from specsr_keras.export.signatures import ENDPOINTS, LINE_QUANTITIES, PERCENTILE_NAMES
+from specsr_keras.export.signatures import ENDPOINTS, LINE_QUANTITIES, PERCENTILE_NAMES, SIGNATURES_FILE
 from specsr_keras.instruments import TARGET_GRID
 from specsr_keras.resampling import edges_from_centres, resample_flux
 
 LINE_FLUX_UNIT = u.CompositeUnit(1e-17, [u.erg, u.s, u.cm], [1, -1, -2])
-SIGNATURES_FILE = "signatures.json"
 
 
 def load_signatures(source) -> dict:

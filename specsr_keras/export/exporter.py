@@ -39,13 +39,14 @@ from specsr_keras.export.signatures import (
     ANOMALY_WEIGHTS,
     DEFAULT_ENDPOINT,
     ENDPOINTS,
+    SIGNATURES_FILE,
+    SamplingSettings,
     resolve_endpoints,
 )
 from specsr_keras.instruments import ENCODER_GRID, TARGET_GRID, get_instrument
 from specsr_keras.reporting import Reporter
 
 MODEL_FILES = ("superres", "contrastive", "generator")
-SIGNATURES_FILE = "signatures.json"
 MODELS_CONFIG = "models.config"
 # Where `docker run -v $PWD/saved_models:/models` mounts the export root in the container.
 SERVING_ROOT = "/models"
@@ -94,10 +95,7 @@ def export_run(
     version: int,
     out: str | Path = "saved_models",
     instrument: str = "euclid_nisp_red",
-    steps: int = 20,
-    samples: int = 16,
-    eta: float = 0.0,
-    guidance: float = 1.0,
+    sampling: SamplingSettings = SamplingSettings(),
     reporter: Reporter | None = None,
 ) -> dict:
     """Export the run's super-resolver, aligner and generator; returns a summary dict.
@@ -110,18 +108,9 @@ def export_run(
     run = read_run(run_dir)
     check_target(out, name, version)
     instrument = get_instrument(instrument).name
-    if steps < 1 or samples < 1:
-        raise ValueError("--ddim-steps and --samples must be >= 1")
     trained_on = run.get("backend", "unknown")
     options = dict(
-        name=name,
-        version=int(version),
-        out=str(out),
-        instrument=instrument,
-        steps=int(steps),
-        samples=int(samples),
-        eta=float(eta),
-        guidance=float(guidance),
+        name=name, version=int(version), out=str(out), instrument=instrument, sampling=sampling.describe()
     )
     if keras.backend.backend() == "tensorflow" and trained_on in ("tensorflow", "unknown"):
         summary = _export_here(str(run_dir), run, **options)
@@ -164,9 +153,7 @@ def load_models(run_dir: str | Path) -> dict:
     }
 
 
-def _export_here(
-    run_dir: str, run: dict, *, name, version, out, instrument, steps, samples, eta, guidance
-) -> dict:
+def _export_here(run_dir: str, run: dict, *, name, version, out, instrument, sampling: dict) -> dict:
     """Build the serving graph and write the SavedModel (TensorFlow backend only)."""
     import keras
 
@@ -177,18 +164,10 @@ def _export_here(
     started = time.perf_counter()
     target = check_target(out, name, version)
     inst = get_instrument(instrument)
+    settings = SamplingSettings(**sampling)
     models = load_models(run_dir)
-    graph = ServingGraph(
-        models["superres"],
-        models["contrastive"],
-        models["generator"],
-        inst,
-        steps=steps,
-        samples=samples,
-        eta=eta,
-        guidance=guidance,
-    )
-    sizes = {"L": inst.bin_edges.size - 1, "K": samples, "D": models["contrastive"].embedding_dim}
+    graph = ServingGraph(models["superres"], models["contrastive"], models["generator"], inst, settings)
+    sizes = {"L": inst.bin_edges.size - 1, "K": settings.samples, "D": models["contrastive"].embedding_dim}
     endpoints = resolve_endpoints(sizes)
 
     # Endpoints are traced once here and handed to the archive as traced tf.functions
@@ -205,18 +184,7 @@ def _export_here(
     temporary.parent.mkdir(parents=True, exist_ok=True)
     try:
         archive.write_out(str(temporary), verbose=False)
-        metadata = _metadata(
-            run_dir,
-            run,
-            name=name,
-            version=version,
-            inst=inst,
-            steps=steps,
-            samples=samples,
-            eta=eta,
-            guidance=guidance,
-            sizes=sizes,
-        )
+        metadata = _metadata(run_dir, run, name=name, version=version, inst=inst, sampling=settings, sizes=sizes)
         document = {
             "format": "specsr-savedmodel/1",
             "default_endpoint": DEFAULT_ENDPOINT,
@@ -240,7 +208,7 @@ def _export_here(
     }
 
 
-def _metadata(run_dir, run, *, name, version, inst, steps, samples, eta, guidance, sizes) -> dict:
+def _metadata(run_dir, run, *, name, version, inst, sampling: SamplingSettings, sizes) -> dict:
     import keras
     import tensorflow as tf
 
@@ -262,11 +230,7 @@ def _metadata(run_dir, run, *, name, version, inst, steps, samples, eta, guidanc
         "encoder_grid": ENCODER_GRID.describe(),
         "flux_unit": "1e-17 erg s^-1 cm^-2 Angstrom^-1",
         "sizes": sizes,
-        "sampler": "ddim",
-        "ddim_steps": steps,
-        "samples": samples,
-        "eta": eta,
-        "guidance": guidance,
+        **sampling.describe(),
         "seed_convention": "per row: stateless_normal((K, 320, 1), seed=[seed[b], 0]) = "
         "SuperResolver.sample(row b, seed=seed[b]) under TensorFlow",
         "anomaly": {

@@ -1,12 +1,12 @@
 """The serving graph: one function per endpoint of `signatures.ENDPOINTS` (TensorFlow backend).
 
-`ServingGraph(superres, contrastive, generator, instrument, steps, samples, ...)` holds
-the three trained models and the export constants; each endpoint method takes the
+`ServingGraph(superres, contrastive, generator, instrument, sampling)` holds the three
+trained models and the export constants (`signatures.SamplingSettings`); each endpoint method takes the
 signature's inputs (tf tensors) and returns its output dict. Everything between the
 request and the answer runs here: cleaning and flux-conserving resampling of the
 low-res spectrum (`models.graph_ops`), normalisation (`models.preprocess`), the
-embedding, the DDIM loop (`models.diffusion.ddim_sample`, a `keras.ops.fori_loop`,
-i.e. a tf.while_loop), de-normalisation, the in-graph line measurements and the
+embedding, the sampling loop (`GaussianDiffusion.sample`: DDIM or DPM++2M in a
+`keras.ops.fori_loop`, i.e. a tf.while_loop), de-normalisation, the in-graph line measurements and the
 re-observation chi2. Only the sampling noise is TensorFlow-specific (per-row stateless
 seeds, see `signatures` for the convention).
 """
@@ -16,10 +16,9 @@ from __future__ import annotations
 import tensorflow as tf
 from keras import ops
 
-from specsr_keras.export.signatures import ANOMALY_WEIGHTS, PERCENTILE_NAMES
+from specsr_keras.export.signatures import ANOMALY_WEIGHTS, PERCENTILE_NAMES, SamplingSettings
 from specsr_keras.instruments import TARGET_GRID, Instrument
 from specsr_keras.models import graph_ops
-from specsr_keras.models.diffusion import ddim_sample
 from specsr_keras.models.preprocess import normalise_image
 
 _LEVELS = [float(p[1:]) for p in PERCENTILE_NAMES]
@@ -51,16 +50,11 @@ class ServingGraph:
         contrastive,
         generator,
         instrument: Instrument,
-        *,
-        steps: int = 20,
-        samples: int = 16,
-        eta: float = 0.0,
-        guidance: float = 1.0,
+        sampling: SamplingSettings = SamplingSettings(),
     ):
         self.superres, self.contrastive, self.generator = superres, contrastive, generator
         self.instrument = instrument
-        self.steps, self.samples = int(steps), int(samples)
-        self.eta, self.guidance = float(eta), float(guidance)
+        self.sampling = sampling
         self._functions = {}
 
     def trace(self, endpoints: dict) -> dict:
@@ -91,10 +85,11 @@ class ServingGraph:
     def draw(self, task, inputs, seeds):
         """K samples per row of a DiffusionTask: (B, K, 320) in the task's output units.
 
-        The same steps as `DiffusionTask.sample` (repeat the conditioning K times, DDIM
+        The same steps as `DiffusionTask.sample` (repeat the conditioning K times, sample
         from x_T, postprocess) with per-row noise in place of one seed per batch.
         """
-        k = self.samples
+        settings = self.sampling
+        k = settings.samples
         condition, extra = task.conditioning(inputs, training=False)
         if condition is not None:
             condition = ops.repeat(condition, k, axis=0)
@@ -103,17 +98,21 @@ class ServingGraph:
         row_shape = (k, TARGET_GRID.n_pixels, 1)
         noise = tf.reshape(row_noise(seeds, row_shape), (-1, *row_shape[1:]))
         step_noise = None
-        if self.eta:  # SuperResolver.sample draws the per-step noise with seed + 1
-            per_row = row_noise(seeds, (self.steps, *row_shape), offset=1)
+        if settings.eta:  # SuperResolver.sample draws the per-step noise with seed + 1
+            per_row = row_noise(seeds, (settings.steps, *row_shape), offset=1)
             step_noise = tf.reshape(
-                tf.transpose(per_row, (1, 0, 2, 3, 4)), (self.steps, -1, *row_shape[1:])
+                tf.transpose(per_row, (1, 0, 2, 3, 4)), (settings.steps, -1, *row_shape[1:])
             )
-        diffusion = task.diffusion
-
-        def denoise(x_t, t):
-            return diffusion.predict_velocity(x_t, t, condition, extra, self.guidance)
-
-        x0 = ddim_sample(denoise, noise, self.steps, diffusion.schedule, self.eta, step_noise)
+        x0 = task.diffusion.sample(
+            tf.shape(noise),
+            condition,
+            extra,
+            steps=settings.steps,
+            eta=settings.eta,
+            guidance=settings.guidance,
+            sampler=settings.sampler,
+            noise=(noise, step_noise),
+        )
         x0 = task.postprocess(x0)
         return tf.reshape(x0, (-1, k, TARGET_GRID.n_pixels))
 
@@ -153,7 +152,7 @@ class ServingGraph:
         }
         lines = graph_ops.measure_lines(samples, z_place, scale)
         for name, values in lines.items():
-            levels = graph_ops.percentiles(values, _LEVELS, axis=1)
+            levels = graph_ops.predictive_percentiles(values, _LEVELS, axis=1)
             for label, value in zip(PERCENTILE_NAMES, levels, strict=True):
                 out[f"{name}_{label}"] = value
         return out, inputs

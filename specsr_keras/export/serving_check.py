@@ -118,6 +118,8 @@ def check_export(
         signatures["endpoints"]["super_resolve"]["outputs"]
     ):
         raise ServingCheckError(f"{path}: serving_default is not super_resolve")
+    # the export's run: absolute, or relative to the SavedModel (a shipped model's "../run")
+    run_dir = run_dir or path / signatures["metadata"]["run"]
     report["parity"] = parity(signatures, *outputs["super_resolve"], run_dir=run_dir)
     return report
 
@@ -168,10 +170,11 @@ def parity(signatures: dict, feed: dict, result: dict, run_dir=None) -> dict:
         drawn = model.sample(
             model_inputs,
             num_samples=meta["samples"],
-            steps=meta["ddim_steps"],
+            steps=meta["steps"],
             eta=meta["eta"],
             guidance=meta["guidance"],
             seed=int(feed["seed"][b]),
+            sampler=meta["sampler"],
         )
         drawn = keras.ops.convert_to_numpy(drawn)[0] * inputs["scale"][0]
         scale = float(inputs["scale"][0])

@@ -6,6 +6,7 @@ exported SavedModel `saved_models/<name>/<version>/`, its held-out evaluation re
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tomllib
 from pathlib import Path
@@ -15,6 +16,7 @@ import keras
 import specsr_keras.models  # noqa: F401  (registers the model classes for loading)
 from specsr_keras.data.shards import read_manifest
 from specsr_keras.export.model_card import MODEL_NAMES, data_directories, manifest_copy, write_model_card
+from specsr_keras.export.signatures import SIGNATURES_FILE
 
 RUN_FILES = ("config.toml", "run.json", "validation.json")
 REPORT_FILES = ("report.md", "metrics.json")  # report.html repeats the figures inline
@@ -41,6 +43,15 @@ def copy_inference_run(run_dir: Path, dest: Path) -> Path:
     return dest
 
 
+def point_export_at(saved_model: Path, run_copy: Path) -> None:
+    """Make the export's signatures.json name its run by a path relative to the SavedModel
+    (e.g. "../run"), so that `specsr serving-check` finds it wherever the tree is checked out."""
+    path = Path(saved_model) / SIGNATURES_FILE
+    document = json.loads(path.read_text())
+    document["metadata"]["run"] = os.path.relpath(run_copy, saved_model)
+    path.write_text(json.dumps(document, indent=1))
+
+
 def copy_report(report_dir: Path, dest: Path) -> Path:
     """Copy a `specsr evaluate` report (Markdown, metrics, figures) to dest."""
     report_dir, dest = Path(report_dir), Path(dest)
@@ -62,6 +73,7 @@ def ship_model(run_dir: Path, name: str, version: int, reports: list[Path],
     if not (saved_model / "signatures.json").is_file():
         raise FileNotFoundError(f"{saved_model}: no export there; run `specsr export` first")
     run_copy = copy_inference_run(run_dir, home / "run")
+    point_export_at(saved_model, run_copy)
     report_copies = [copy_report(r, home / "evaluation" / Path(r).name) for r in reports]
     card = write_model_card(run_copy, report_copies, home / "MODEL_CARD.md", saved_model=saved_model,
                             title=f"{name}/{version}")

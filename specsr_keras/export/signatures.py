@@ -15,6 +15,9 @@ neighbours or on server-side batching), and TF Serving's row ("instances") forma
 
 from __future__ import annotations
 
+import dataclasses
+
+SIGNATURES_FILE = "signatures.json"  # written next to saved_model.pb
 FLUX = "1e-17 erg s^-1 cm^-2 Angstrom^-1"
 IVAR = "(1e-17 erg s^-1 cm^-2 Angstrom^-1)^-2"
 LINE_FLUX = "1e-17 erg s^-1 cm^-2"
@@ -22,6 +25,32 @@ HIRES = 320  # TARGET_GRID pixels
 IMAGE = (64, 64, 4)
 PERCENTILE_NAMES = ("p16", "p50", "p84")
 LINE_QUANTITIES = {"ha_flux": LINE_FLUX, "nii_6585_flux": LINE_FLUX, "n2": "dex", "z": ""}
+
+
+SAMPLERS = ("ddim", "dpm++2m")  # = models.diffusion.SAMPLERS (this module imports no Keras)
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingSettings:
+    """How an export draws its K samples: sampler ("ddim" or "dpm++2m", see
+    models.diffusion), network steps, samples K, DDIM eta and classifier-free guidance."""
+
+    sampler: str = "ddim"  # best calibrated and fastest for the shipped model (benchmarks/README.md)
+    steps: int = 10
+    samples: int = 16
+    eta: float = 0.0
+    guidance: float = 1.0
+
+    def __post_init__(self):
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"--sampler must be one of {SAMPLERS}, got {self.sampler!r}")
+        if self.steps < 1 or self.samples < 1:
+            raise ValueError("--steps and --samples must be >= 1 (intervals need two samples)")
+        if self.sampler == "dpm++2m" and self.eta:
+            raise ValueError("the dpm++2m sampler is deterministic: use --eta 0")
+
+    def describe(self) -> dict:
+        return dataclasses.asdict(self)
 
 
 def _io(shape, dtype, unit, doc):
@@ -62,7 +91,8 @@ _LINE_OUTPUTS = {
         ("B",),
         "float32",
         unit,
-        f"{p[1:]}th percentile over the K samples (fast in-graph estimator)",
+        f"{p[1:]}th predictive percentile from the K samples (fast in-graph estimator; "
+        "measure/intervals.py)",
     )
     for q, unit in LINE_QUANTITIES.items()
     for p in PERCENTILE_NAMES

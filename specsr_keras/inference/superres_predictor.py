@@ -4,7 +4,8 @@
 training run); the SavedModel predictor (export) produces the same samples in a TF
 graph. Both hand the samples to `measure_samples`, which fits every sample with the one
 line fitter (`measure.fit_target_grid`, as the low-res baseline uses `fit_halpha_nii`)
-and takes percentiles over samples, so uncertainties come from the diffusion spread.
+and takes predictive percentiles over samples (`measure.intervals`: the percentiles of a new
+draw, corrected for the finite K), so uncertainties come from the diffusion spread.
 """
 
 from __future__ import annotations
@@ -21,18 +22,19 @@ from specsr_keras.inference.flags import QualityFlag
 from specsr_keras.inference.predictors import DEFAULT_INSTRUMENT, QUANTITIES, redshift_guess
 from specsr_keras.instruments import TARGET_GRID, get_instrument
 from specsr_keras.measure import fit_target_grid
+from specsr_keras.measure.intervals import predictive_percentiles
 from specsr_keras.models.diffusion import as_tensors, denoiser_input_shape
 from specsr_keras.models.preprocessor import STAGE_KEYS, lowres_inputs
 from specsr_keras.resampling import convolve_lsf, resample_flux
 
-# Percentiles reported per quantity (16/50/84 and the 95 % interval).
+# Predictive percentiles reported per quantity (16/50/84 and the 95 % interval).
 PERCENTILE_LEVELS = {"p2_5": 2.5, "p16": 16.0, "p50": 50.0, "p84": 84.0, "p97_5": 97.5}
 # Noise floor given to the fitter for a (noiseless) sample, as a fraction of the object's scale.
 SAMPLE_SIGMA_FRACTION = 0.02
 
 
 def measure_samples(samples: np.ndarray, z_place: np.ndarray, scale: np.ndarray) -> dict[str, np.ndarray]:
-    """Percentiles over K samples (B, K, 320) [flux units] of Hα, [NII]6585, N2 and z.
+    """Predictive percentiles from K samples (B, K, 320) [flux units] of Hα, [NII]6585, N2 and z.
 
     Each sample is fitted on TARGET_GRID at R=3600 with the window's placement redshift
     as first guess. Returns `<q>_<p>` (B,) for q in QUANTITIES and PERCENTILE_LEVELS, and
@@ -49,10 +51,8 @@ def measure_samples(samples: np.ndarray, z_place: np.ndarray, scale: np.ndarray)
     out = {"fit_ok_fraction": ok.mean(axis=1)}
     for q in QUANTITIES:
         values = np.where(ok, fit[q].reshape(b, k), np.nan)
-        with np.errstate(all="ignore"):
-            levels = np.nanpercentile(values, list(PERCENTILE_LEVELS.values()), axis=1) if ok.any() else None
-        for i, name in enumerate(PERCENTILE_LEVELS):
-            out[f"{q}_{name}"] = levels[i] if levels is not None else np.full(b, np.nan)
+        levels = predictive_percentiles(values, PERCENTILE_LEVELS.values(), axis=1)
+        out.update({f"{q}_{name}": level for name, level in zip(PERCENTILE_LEVELS, levels, strict=True)})
     return out
 
 
@@ -100,12 +100,14 @@ class SuperResolutionPredictor:
     Sampling (`sampler` "ddim" or "dpm++2m", see `models.diffusion`) runs in a compiled
     function (`compiled`) on noise drawn outside it, so a seed gives the samples that
     `SuperResolver.sample(..., seed=seed)` draws eagerly, ~4x faster (TF) and without
-    re-tracing per batch (JAX); benchmarks/bench_roofline.py measures it.
+    re-tracing per batch (JAX); benchmarks/bench_roofline.py measures it. Default: DDIM with
+    10 steps, which for the shipped model is as accurate as 20 steps or DPM++2M and the best
+    calibrated (benchmarks/README.md, "Sampler and step count").
     """
 
     version = specsr_keras.__version__
 
-    def __init__(self, model: keras.Model, instrument: str, model_id: str, *, steps: int = 20,
+    def __init__(self, model: keras.Model, instrument: str, model_id: str, *, steps: int = 10,
                  eta: float = 0.0, guidance: float = 1.0, sampler: str = "ddim"):
         self.model = model
         self.instrument = get_instrument(instrument).name

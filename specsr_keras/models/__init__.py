@@ -19,7 +19,6 @@ from specsr_keras.models.contrastive import (
     retrieval_top_k,
 )
 from specsr_keras.models.diffusion import DiffusionModel, GaussianDiffusion
-from specsr_keras.models.ema import ExponentialMovingAverage, ema_update
 from specsr_keras.models.encoders import ImageEncoder, SpectrumEncoder
 from specsr_keras.models.flops import count_flops
 from specsr_keras.models.generator import ImageToSpectrum
@@ -39,7 +38,6 @@ from specsr_keras.models.unet2d import UNet2D
 __all__ = [
     "ContrastiveAligner",
     "DiffusionModel",
-    "ExponentialMovingAverage",
     "GaussianDiffusion",
     "ImageDiffusionAutoencoder",
     "ImageEncoder",
@@ -57,7 +55,6 @@ __all__ = [
     "build_spectrum_embedder",
     "build_superresolver",
     "count_flops",
-    "ema_update",
     "get_preset",
     "info_nce",
     "retrieval_top_k",

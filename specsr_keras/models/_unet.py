@@ -96,19 +96,44 @@ def unet_graph(
     return inputs, out
 
 
-def unet_config(model):
-    """The constructor arguments shared by the U-Net classes (for get_config)."""
-    return {
-        "channels": model.channels,
-        "out_channels": model.out_channels,
-        "extra_channels": model.extra_channels,
-        "condition_dim": model.condition_dim,
-        "widths": list(model.widths),
-        "blocks_per_level": model.blocks_per_level,
-        "attention_levels": list(model.attention_levels),
-        "num_heads": model.num_heads,
-        "embedding_dim": model.embedding_dim,
-        "groups": model.groups,
-        "dropout": model.dropout,
-        "kernel_size": model.kernel_size,
-    }
+# Hyper-parameters every U-Net takes (besides its spatial size), with their defaults.
+UNET_DEFAULTS = {
+    "out_channels": None,  # = channels
+    "extra_channels": 0,
+    "condition_dim": 0,
+    "blocks_per_level": 1,
+    "num_heads": 2,
+    "embedding_dim": 64,
+    "groups": 8,
+    "dropout": 0.0,
+    "kernel_size": 3,
+}
+
+
+class UNetBase(keras.Model):
+    """The functional U-Net of `unet_graph` over `spatial_shape`; `UNet1D` and `UNet2D` name
+    their spatial argument and defaults. Attributes: every constructor argument."""
+
+    def __init__(self, spatial_shape, channels, widths, attention_levels, **kwargs):
+        hyper = {k: kwargs.pop(k, default) for k, default in UNET_DEFAULTS.items()}
+        if hyper["out_channels"] is None:
+            hyper["out_channels"] = channels
+        hyper.update(channels=channels, widths=tuple(widths), attention_levels=tuple(attention_levels))
+        inputs, outputs = unet_graph(len(spatial_shape), tuple(spatial_shape), **hyper)
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self.spatial_shape = tuple(spatial_shape)
+        for key, value in hyper.items():
+            setattr(self, key, value)
+
+    @property
+    def sample_shape(self):
+        return (*self.spatial_shape, self.channels)
+
+    def get_config(self):
+        hyper = {k: getattr(self, k) for k in ("channels", "widths", "attention_levels", *UNET_DEFAULTS)}
+        return {"name": self.name, "trainable": self.trainable,
+                **{k: list(v) if isinstance(v, tuple) else v for k, v in hyper.items()}}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)

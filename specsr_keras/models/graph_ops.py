@@ -18,7 +18,8 @@ keras.ops (it traces into the TensorFlow graph of `specsr_keras.export`):
   (continuum from side bands, template scan + flux-weighted centroid, direct
   integration in fixed windows). `specsr infer` refits samples with the full fitter
   (`measure.fit_target_grid`); this estimator only serves quick answers.
-- `percentiles`: np.percentile (linear interpolation) along an axis.
+- `predictive_percentiles`: `measure.intervals.predictive_percentiles` (percentiles of a
+  new draw from the K samples; median at 50) along an axis, K static.
 
 Spectra: flux density [1e-17 erg/s/cm²/Å], ivar its inverse variance (0 = masked).
 """
@@ -29,6 +30,7 @@ import numpy as np
 from keras import ops
 
 from specsr_keras.instruments import ENCODER_GRID, TARGET_GRID, Instrument
+from specsr_keras.measure.intervals import predictive_factor
 from specsr_keras.models.preprocess import prepare_spectrum, spectrum_scale
 from specsr_keras.physics import FWHM_PER_SIGMA, LINE_WAVELENGTHS, NII_DOUBLET_RATIO
 
@@ -366,17 +368,15 @@ def measure_lines(samples, z_place, scale):
     }
 
 
-def percentiles(x, q, axis=1):
-    """np.percentile(x, q, axis) with linear interpolation, q a list of levels [%]."""
-    ordered = ops.sort(ops.moveaxis(x, axis, -1), axis=-1)
-    n = ordered.shape[-1]
-    out = []
-    for level in q:
-        position = level / 100.0 * (n - 1)
-        lo, hi = int(math.floor(position)), int(math.ceil(position))
-        frac = position - lo
-        out.append(ordered[..., lo] * (1.0 - frac) + ordered[..., hi] * frac)
-    return out
+def predictive_percentiles(x, q, axis=1):
+    """`measure.intervals.predictive_percentiles(x, q, axis)` for finite x with a static K (NaN intervals at K=1)."""
+    x = ops.moveaxis(x, axis, -1)
+    k = x.shape[-1]
+    ordered = ops.sort(x, axis=-1)
+    median = 0.5 * (ordered[..., (k - 1) // 2] + ordered[..., k // 2])
+    mean = ops.mean(x, axis=-1)
+    spread = ops.sqrt(ops.sum(ops.square(x - mean[..., None]), axis=-1) / max(k - 1, 1))
+    return [median if level == 50 else mean + float(predictive_factor(level, k)) * spread for level in q]
 
 
 def cross_modal_disagreement(image_embedding, spectrum_embedding):

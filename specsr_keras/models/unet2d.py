@@ -1,82 +1,25 @@
 """`UNet2D`: the 2D denoiser backbone (image cutouts), keras-hub "backbone" style.
 
-A functional `keras.Model` built in `__init__`; `get_config` returns the constructor
-arguments, so `UNet2D.from_config(model.get_config())` rebuilds it exactly.
+A functional `keras.Model` built in `__init__` (`_unet.UNetBase`); `get_config` returns
+the constructor arguments, so `UNet2D.from_config(model.get_config())` rebuilds it exactly.
 
 Inputs (dict): "x" (B, H, W, channels) noisy image, "t" (B,) diffusion time in
 [0, 1], "condition" (B, condition_dim) if condition_dim > 0, "extra"
 (B, H, W, extra_channels) if extra_channels > 0. Output: (B, H, W, out_channels),
-the v-prediction. H and W must be divisible by 2**(len(widths) - 1).
+the v-prediction. H and W must be divisible by 2**(len(widths) - 1). Other arguments:
+`_unet.UNET_DEFAULTS`.
 """
 
 import keras
 
-from specsr_keras.models._unet import unet_config, unet_graph
+from specsr_keras.models._unet import UNetBase
 
 
 @keras.saving.register_keras_serializable(package="specsr")
-class UNet2D(keras.Model):
-    def __init__(
-        self,
-        image_size=(64, 64),
-        channels=4,
-        out_channels=None,
-        extra_channels=0,
-        condition_dim=0,
-        widths=(16, 32, 64),
-        blocks_per_level=1,
-        attention_levels=(),
-        num_heads=2,
-        embedding_dim=64,
-        groups=8,
-        dropout=0.0,
-        kernel_size=3,
-        **kwargs,
-    ):
-        out_channels = channels if out_channels is None else out_channels
-        inputs, outputs = unet_graph(
-            2,
-            tuple(image_size),
-            channels,
-            out_channels,
-            extra_channels,
-            condition_dim,
-            tuple(widths),
-            blocks_per_level,
-            tuple(attention_levels),
-            num_heads,
-            embedding_dim,
-            groups,
-            dropout,
-            kernel_size,
-        )
-        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+class UNet2D(UNetBase):
+    def __init__(self, image_size=(64, 64), channels=4, widths=(16, 32, 64), attention_levels=(), **kwargs):
+        super().__init__(tuple(image_size), channels, widths, attention_levels, **kwargs)
         self.image_size = tuple(image_size)
-        self.channels = channels
-        self.out_channels = out_channels
-        self.extra_channels = extra_channels
-        self.condition_dim = condition_dim
-        self.widths = tuple(widths)
-        self.blocks_per_level = blocks_per_level
-        self.attention_levels = tuple(attention_levels)
-        self.num_heads = num_heads
-        self.embedding_dim = embedding_dim
-        self.groups = groups
-        self.dropout = dropout
-        self.kernel_size = kernel_size
-
-    @property
-    def sample_shape(self):
-        return (*self.image_size, self.channels)
 
     def get_config(self):
-        return {
-            "name": self.name,
-            "trainable": self.trainable,
-            "image_size": list(self.image_size),
-            **unet_config(self),
-        }
-
-    @classmethod
-    def from_config(cls, config):
-        return cls(**config)
+        return {**super().get_config(), "image_size": list(self.image_size)}
