@@ -23,7 +23,7 @@ from specsr_keras.models.preprocessor import STAGE_KEYS
 from specsr_keras.reporting import Reporter
 from specsr_keras.simulate import dataset_metadata, simulate_galaxies
 from specsr_keras.training.config import TrainConfig
-from specsr_keras.training.pipeline import load_examples, train_run
+from specsr_keras.training.pipeline import load_examples, stage_arrays, train_run
 
 TINY_STEPS = dict(model_preset="micro", batch_size=16, checkpoint_every=2, warmup_steps=1, autoencoder_steps=2,
                   contrastive_steps=2, superres_steps=2, generator_steps=2, val_fraction=0.25)
@@ -139,6 +139,16 @@ def test_fine_tune_starts_from_the_simulation_run(sim_run, fine_tuned):
         change = {path: float(np.abs(b - a).max()) for (path, a), (_, b) in zip(sim, tuned, strict=True)}
         assert max(change.values()) <= MAX_FINE_TUNE_CHANGE, (name, max(change, key=change.get))
         assert max(change.values()) > 0.0, name  # and fine-tuning did update them
+    # 3 of the 5 real examples have no cutout: the image stages leave them out
+    stages = summary["stages"]
+    assert stages["image_autoencoder"]["examples"] == stages["contrastive"]["examples"]
+    assert stages["image_autoencoder"]["examples"] < stages["superres"]["examples"]
+
+
+def test_stages_reading_images_leave_out_examples_without_one():
+    inputs = {"image": np.arange(4.0)[:, None], "lowres": np.arange(4.0), "has_image": np.array([1, 0, 1, 1], bool)}
+    assert stage_arrays(inputs, ("image", "lowres"))["lowres"].tolist() == [0.0, 2.0, 3.0]
+    assert stage_arrays(inputs, ("lowres",))["lowres"].tolist() == [0.0, 1.0, 2.0, 3.0]
 
 
 def test_fine_tune_loss_weighs_only_observed_hires_pixels(fine_tuned, real_shards):

@@ -54,7 +54,8 @@ def _parse_sources(spec: str) -> list[tuple[Path, float]]:
 def load_examples(spec: str, seed: int, reporter: Reporter) -> tuple[dict, dict]:
     """Model inputs + truth from shard directories; DIR@W repeats/subsamples DIR by weight W.
 
-    Returns (inputs, truth) dicts of arrays with the same first axis.
+    Returns (inputs, truth) dicts of arrays with the same first axis; inputs["has_image"]
+    (bool) is False for real examples without a cutout (their image is zeros).
     """
     inputs, truth = [], []
     rng = np.random.default_rng(seed)
@@ -66,7 +67,8 @@ def load_examples(spec: str, seed: int, reporter: Reporter) -> tuple[dict, dict]
         take = rng.choice(n, size=max(1, int(round(weight * n))), replace=weight > 1) if weight != 1 else np.arange(n)
         batch = {k: v[take] for k, v in batch.items()}
         reporter.info(f"data: {path} ({manifest.get('kind', '?')}, {instrument.name}, {len(take)} examples)")
-        inputs.append(chunked_model_inputs(batch, instrument, noiseless_hires=manifest.get("kind") == "simulated"))
+        inputs.append(chunked_model_inputs(batch, instrument, noiseless_hires=manifest.get("kind") == "simulated")
+                      | {"has_image": np.asarray(batch.get("has_image", np.ones(len(take), bool)), bool)})
         truth.append({k: v for k, v in batch.items() if k != "image"}
                      | {"instrument_id": np.full(len(take), instrument.instrument_id)})
     common = {k for k in set.intersection(*(set(t) for t in truth))
@@ -74,6 +76,15 @@ def load_examples(spec: str, seed: int, reporter: Reporter) -> tuple[dict, dict]
     merged_inputs = {k: np.concatenate([p[k] for p in inputs]) for k in inputs[0]}
     merged_truth = {k: np.concatenate([t[k] for t in truth]) for k in common}
     return merged_inputs, merged_truth
+
+
+def stage_arrays(inputs: dict, keys) -> dict:
+    """The arrays a stage trains on: `keys` of inputs, without the examples that have no
+    image when the stage reads images (a zero image is not an image)."""
+    arrays = {k: inputs[k] for k in keys}
+    if "image" in keys and not inputs["has_image"].all():
+        arrays = {k: v[inputs["has_image"]] for k, v in arrays.items()}
+    return arrays
 
 
 def _split(inputs: dict, truth: dict, fraction: float, seed: int):
@@ -148,15 +159,19 @@ def train_run(config: TrainConfig, run_dir: str | Path, *, resume: bool = True,
                 continue
             for name, steps_field in STAGE_MODELS[stage]:
                 keys = STAGE_KEYS[name]
+                arrays, val_arrays = stage_arrays(train_inputs, keys), stage_arrays(val_inputs, keys)
+                if not len(arrays[keys[0]]):
+                    reporter.info(f"{name}: no training example has an image; stage skipped")
+                    continue
                 summary["stages"][name] = train_stage(
                     models.get(name),
-                    {k: train_inputs[k] for k in keys},
+                    arrays,
                     stage=name,
                     steps=getattr(config, steps_field),
                     config=config,
                     run_dir=run_dir,
                     reporter=reporter,
-                    val_arrays={k: val_inputs[k] for k in keys},
+                    val_arrays=val_arrays if len(val_arrays[keys[0]]) else None,
                 )
         _save_models(models, run_dir)
         validation = validate_run(models, val_inputs, val_truth, config, reporter)

@@ -141,6 +141,7 @@ def train_stage(
     model.save_weights(weights_path)
     summary = {
         "stage": stage,
+        "examples": len(next(iter(arrays.values()))),
         "steps": total_steps,
         "resumed_from": start_step,
         "seconds": round(elapsed(), 2),  # summed over resumed invocations
