@@ -34,8 +34,7 @@ def test_shipped_savedmodel_resolves_nii_of_bright_galaxies(bright_euclid):
     assert np.all(out["n2_p16"] <= out["n2_p84"])
 
 
-@pytest.mark.keras
-def test_shipped_run_initialises_a_fine_tune():
+def test_shipped_run_initialises_a_fine_tune():  # JAX-trained weights, loaded under the default TF
     import keras
 
     from specsr_keras.reporting import Reporter

@@ -77,7 +77,8 @@ def _train_command(run_dir, shard_dir):
     return args
 
 
-@pytest.mark.keras
+# Default backend only (2 min per backend): the checkpoint/RNG resume logic runs on both
+# backends in tests/test_training_infra.py.
 def test_kill_9_then_resume_matches_uninterrupted_run(shard_dir, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
     straight = tmp_path / "straight"
@@ -109,12 +110,13 @@ def test_kill_9_then_resume_matches_uninterrupted_run(shard_dir, tmp_path):
 
 @pytest.fixture(scope="module")
 def fine_tuned(sim_run, shard_dir, real_shards, tmp_path_factory):
-    """`specsr train FT --init-from SIMRUN --data REAL,SIM@0.25` (another seed, small learning
-    rate): (run directory, run.json, the --data value)."""
+    """`specsr train FT --init-from SIMRUN --data REAL,SIM@0.25 --stages contrastive,decoders`
+    (another seed, small learning rate; the autoencoders keep the simulation weights):
+    (run directory, run.json, the --data value)."""
     run_dir = tmp_path_factory.mktemp("fine_tuned")
     data = f"{real_shards},{shard_dir}@0.25"
     options = {**TINY_STEPS, "val_examples": 0, "init_from": sim_run[0], "seed": 1,
-               "learning_rate": FINE_TUNE_LR}
+               "learning_rate": FINE_TUNE_LR, "stages": "contrastive,decoders"}
     args = ["train", str(run_dir), "--data", data]
     for key, value in options.items():
         args += [f"--{key.replace('_', '-')}", str(value)]
@@ -131,7 +133,7 @@ def _float_weights(path) -> list[tuple[str, np.ndarray]]:
 
 def test_fine_tune_starts_from_the_simulation_run(sim_run, fine_tuned):
     run_dir, summary, _ = fine_tuned
-    _assert_all_stages_trained(summary)
+    assert set(summary["stages"]) == {"contrastive", "superres", "generator"}
     assert summary["instrument"] == "hst_g141"  # the first --data set's grid
     for name in ("superres", "contrastive"):
         sim, tuned = (_float_weights(run / "models" / f"{name}.keras") for run in (sim_run[0], run_dir))
@@ -139,10 +141,9 @@ def test_fine_tune_starts_from_the_simulation_run(sim_run, fine_tuned):
         change = {path: float(np.abs(b - a).max()) for (path, a), (_, b) in zip(sim, tuned, strict=True)}
         assert max(change.values()) <= MAX_FINE_TUNE_CHANGE, (name, max(change, key=change.get))
         assert max(change.values()) > 0.0, name  # and fine-tuning did update them
-    # 3 of the 5 real examples have no cutout: the image stages leave them out
+    # 3 of the 5 real examples have no cutout: the stages reading images leave them out
     stages = summary["stages"]
-    assert stages["image_autoencoder"]["examples"] == stages["contrastive"]["examples"]
-    assert stages["image_autoencoder"]["examples"] < stages["superres"]["examples"]
+    assert stages["contrastive"]["examples"] == stages["generator"]["examples"] < stages["superres"]["examples"]
 
 
 def test_stages_reading_images_leave_out_examples_without_one():
