@@ -497,3 +497,15 @@ class DiffusionModel(DiffusionTask):
 
     def conditioning(self, inputs, training=None):
         return inputs.get("condition"), inputs.get("extra")
+
+
+class HiresSpectrumTask(DiffusionTask):
+    """A task whose x0 is the rest-frame hi-res window: inputs["hires"] (B, 320) divided by
+    `target_scale` (set by the subclass), weighted by the optional inputs["hires_weight"];
+    samples come back as (B, 320) in the input flux units."""
+
+    def target(self, inputs):
+        return ops.expand_dims(inputs["hires"] / self.target_scale, -1), inputs.get("hires_weight")
+
+    def postprocess(self, x0):
+        return x0[..., 0] * self.target_scale

@@ -13,13 +13,12 @@ photometry or the catalogue, or train on spectra normalised by their own scale).
 """
 
 import keras
-from keras import ops
 
-from specsr_keras.models.diffusion import DiffusionTask
+from specsr_keras.models.diffusion import HiresSpectrumTask
 
 
 @keras.saving.register_keras_serializable(package="specsr")
-class ImageToSpectrum(DiffusionTask):
+class ImageToSpectrum(HiresSpectrumTask):
     _nested = ("denoiser", "embedder")
 
     def __init__(self, denoiser, embedder=None, target_scale=1.0, condition_dropout=0.1, **kwargs):
@@ -41,12 +40,6 @@ class ImageToSpectrum(DiffusionTask):
         if self.embedder is None:
             raise ValueError("no 'embedding' input and no embedder to compute it")
         return self.embedder(inputs["image"]), None
-
-    def target(self, inputs):
-        return ops.expand_dims(inputs["hires"] / self.target_scale, -1), inputs.get("hires_weight")
-
-    def postprocess(self, x0):
-        return x0[..., 0] * self.target_scale
 
     def get_config(self):
         config = super().get_config()

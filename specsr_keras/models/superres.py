@@ -26,7 +26,7 @@ their low-res image; a scale > 1 keeps the diffusion's data range near unit vari
 import keras
 from keras import ops
 
-from specsr_keras.models.diffusion import DiffusionTask
+from specsr_keras.models.diffusion import HiresSpectrumTask
 from specsr_keras.models.preprocess import masked_flux
 
 register = keras.saving.register_keras_serializable(package="specsr")
@@ -38,7 +38,7 @@ def sample_mean_std(samples):
 
 
 @register
-class SuperResolver(DiffusionTask):
+class SuperResolver(HiresSpectrumTask):
     _nested = ("denoiser", "embedder")
 
     def __init__(
@@ -90,12 +90,6 @@ class SuperResolver(DiffusionTask):
         flux = masked_flux(inputs["lowres_on_target"], weight) / self.target_scale
         extra = ops.stack([flux, weight], axis=-1)
         return condition, extra
-
-    def target(self, inputs):
-        return ops.expand_dims(inputs["hires"] / self.target_scale, -1), inputs.get("hires_weight")
-
-    def postprocess(self, x0):
-        return x0[..., 0] * self.target_scale
 
     def get_config(self):
         config = super().get_config()
