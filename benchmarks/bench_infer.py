@@ -86,16 +86,17 @@ def main(argv=None) -> dict:
     with tempfile.TemporaryDirectory() as scratch:
         data_dir = args.data or Path(scratch)
         data_dir.mkdir(parents=True, exist_ok=True)
-        runs = []
+        runs, catalogs = [], []
         for size in sizes:
             catalog, simulate_rate = catalog_for(size, data_dir)
+            catalogs.append(catalog)
             run_dir = Path(scratch) / f"run_{size}"
             run = run_child("benchmarks.bench_infer", ["--child", str(catalog), str(run_dir)])
             run["simulate_rows_per_s"] = simulate_rate and round(simulate_rate, 1)
             runs.append(run)
             print(f"{size:>8} rows: {run['rows_per_s']:8.1f} rows/s, "
                   f"peak RSS {run['peak_rss_mb']:7.1f} MB")
-        dask = dask_comparison(catalog_for(sizes[0], data_dir)[0], args.dask_workers, Path(scratch))
+        dask = dask_comparison(catalogs[0], args.dask_workers, Path(scratch))
     ratio = runs[-1]["peak_rss_mb"] / runs[0]["peak_rss_mb"]
     report = {"benchmark": "specsr infer, baseline predictor, single process",
               "chunk_rows": CHUNK_ROWS, "batch": BATCH, "runs": runs,

@@ -387,3 +387,12 @@ def test_resampled_client_grid_matches_instrument_edges(signatures):
     flux = np.linspace(1, 2, euclid.wavelength.size)
     same, _ = resample_flux(euclid.bin_edges, flux, None, client.grid_edges(signatures))
     np.testing.assert_allclose(same, flux, rtol=1e-12)
+
+
+def test_export_settings_know_the_samplers_the_models_have():
+    from specsr_keras.export.signatures import SAMPLERS
+    from specsr_keras.models.diffusion import SAMPLERS as MODEL_SAMPLERS
+
+    assert SAMPLERS == MODEL_SAMPLERS  # signatures.py keeps a Keras-free copy
+    with pytest.raises(ValueError, match="--sampler must be one of"):
+        SamplingSettings(sampler="euler")

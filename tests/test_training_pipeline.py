@@ -22,8 +22,9 @@ from specsr_keras.instruments import get_instrument
 from specsr_keras.models.preprocessor import STAGE_KEYS
 from specsr_keras.reporting import Reporter
 from specsr_keras.simulate import dataset_metadata, simulate_galaxies
+from specsr_keras.training.batches import stage_arrays
 from specsr_keras.training.config import TrainConfig
-from specsr_keras.training.pipeline import load_examples, stage_arrays, train_run
+from specsr_keras.training.pipeline import load_examples, train_run
 
 TINY_STEPS = dict(model_preset="micro", batch_size=16, checkpoint_every=2, warmup_steps=1, autoencoder_steps=2,
                   contrastive_steps=2, superres_steps=2, generator_steps=2, val_fraction=0.25)

@@ -18,6 +18,7 @@ from specsr_keras.data.shards import read_manifest
 from specsr_keras.evaluation.metrics import ERROR_METHODS
 from specsr_keras.evaluation.plots import METHOD_LABELS
 from specsr_keras.evaluation.report import format_number, headline_table, render_markdown
+from specsr_keras.export.client import load_signatures
 from specsr_keras.hardware import describe_host
 
 MODEL_NAMES = ("spectrum_autoencoder", "image_autoencoder", "contrastive", "superres", "generator")
@@ -101,7 +102,7 @@ def _model_blocks(run_dir: Path, config: dict, saved_model: Path | None) -> list
                        f"Keras files in `{run_dir.name}/models/` (backend-neutral, no optimizer state)."),
               ("table", ["model", "parameters", "file"], rows)]
     if saved_model is not None:
-        meta = json.loads((Path(saved_model) / "signatures.json").read_text())["metadata"]
+        meta = load_signatures(saved_model)["metadata"]
         blocks.append(("text", f"SavedModel `{meta['name']}/{meta['version']}` for "
                                f"`{meta['instrument']['name']}`: {meta['sampler']} sampler, "
                                f"{meta['steps']} steps, {meta['samples']} samples per spectrum, "

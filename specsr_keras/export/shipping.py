@@ -70,7 +70,7 @@ def ship_model(run_dir: Path, name: str, version: int, reports: list[Path],
     """Copy the run next to the export `root/name/version` and write its model card."""
     home = Path(root) / name
     saved_model = home / str(version)
-    if not (saved_model / "signatures.json").is_file():
+    if not (saved_model / SIGNATURES_FILE).is_file():
         raise FileNotFoundError(f"{saved_model}: no export there; run `specsr export` first")
     run_copy = copy_inference_run(run_dir, home / "run")
     point_export_at(saved_model, run_copy)

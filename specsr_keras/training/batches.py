@@ -34,3 +34,13 @@ def step_batches(
         take = np.sort(batch_indices(n_examples, batch_size, seed, step))
         yield {name: values[take] for name, values in arrays.items()}
         step += 1
+
+
+def stage_arrays(inputs: Mapping[str, np.ndarray], keys) -> dict[str, np.ndarray]:
+    """The arrays a stage trains on: `keys` of inputs, without the examples whose
+    inputs["has_image"] is False when the stage reads images (a zero image is not an image)."""
+    arrays = {k: inputs[k] for k in keys}
+    has_image = inputs.get("has_image")
+    if "image" in keys and has_image is not None and not has_image.all():
+        arrays = {k: v[has_image] for k, v in arrays.items()}
+    return arrays

@@ -43,4 +43,3 @@ def distribution_scope(devices: int | None = None):
 def describe_devices() -> str:
     """One line naming the backend and the devices training will use."""
     return f"{keras.backend.backend()} on {', '.join(_accelerators())}"
-

@@ -28,6 +28,7 @@ from specsr_keras.instruments import get_instrument
 from specsr_keras.models import presets
 from specsr_keras.models.preprocessor import STAGE_KEYS, chunked_model_inputs, dummy_inputs
 from specsr_keras.reporting import Reporter
+from specsr_keras.training.batches import stage_arrays
 from specsr_keras.training.config import TrainConfig
 from specsr_keras.training.distribution import describe_devices, distribution_scope
 from specsr_keras.training.stage import train_stage
@@ -76,15 +77,6 @@ def load_examples(spec: str, seed: int, reporter: Reporter) -> tuple[dict, dict]
     merged_inputs = {k: np.concatenate([p[k] for p in inputs]) for k in inputs[0]}
     merged_truth = {k: np.concatenate([t[k] for t in truth]) for k in common}
     return merged_inputs, merged_truth
-
-
-def stage_arrays(inputs: dict, keys) -> dict:
-    """The arrays a stage trains on: `keys` of inputs, without the examples that have no
-    image when the stage reads images (a zero image is not an image)."""
-    arrays = {k: inputs[k] for k in keys}
-    if "image" in keys and not inputs["has_image"].all():
-        arrays = {k: v[inputs["has_image"]] for k, v in arrays.items()}
-    return arrays
 
 
 def _split(inputs: dict, truth: dict, fraction: float, seed: int):

@@ -18,6 +18,7 @@ from specsr_keras.inference.predictors import BaselinePredictor
 from specsr_keras.inference.superres_predictor import SuperResolutionPredictor
 from specsr_keras.instruments import INSTRUMENT_NAMES
 from specsr_keras.reporting import Reporter
+from specsr_keras.training.batches import stage_arrays
 
 RETRIEVAL_BATCH = 256
 
@@ -30,11 +31,11 @@ def _embed(fn, arrays: list[np.ndarray], batch: int = 256) -> np.ndarray:
 
 def retrieval_top1(aligner, inputs: dict) -> float:
     """Mean image->spectrum top-1 retrieval over consecutive batches of 256 galaxies with images."""
-    keep = inputs.get("has_image", np.ones(len(inputs["image"]), bool))
-    if not keep.any():
+    arrays = stage_arrays(inputs, ("image", "lowres", "lowres_weight", "instrument"))
+    if not len(arrays["image"]):
         return float("nan")
-    images = _embed(aligner.embed_image, [inputs["image"][keep]])
-    spectra = _embed(aligner.embed_spectrum, [inputs[k][keep] for k in ("lowres", "lowres_weight", "instrument")])
+    images = _embed(aligner.embed_image, [arrays["image"]])
+    spectra = _embed(aligner.embed_spectrum, [arrays[k] for k in ("lowres", "lowres_weight", "instrument")])
     scores = [retrieval_top_k(images[i : i + RETRIEVAL_BATCH], spectra[i : i + RETRIEVAL_BATCH], ks=(1,))["top1"]
               for i in range(0, len(images), RETRIEVAL_BATCH) if len(images) - i >= 16]
     return float(np.mean(scores)) if scores else float("nan")
