@@ -63,22 +63,33 @@ SHIPPED_SAMPLES := 8
 SHIPPED_EXPORT := --sampler ddim --steps 10 --samples $(SHIPPED_SAMPLES)
 SHIPPED_REPORTS := reports/specsr-euclid reports/specsr-g141
 
-shipped-data: $(SIM)/train-euclid/manifest.json $(SIM)/train-g141/manifest.json \
-	$(SIM)/train-roman/manifest.json $(SIM)/val/manifest.json \
-	$(SIM)/heldout-euclid/manifest.json $(SIM)/heldout-g141/manifest.json
+SIM_SETS := train-euclid train-euclid-bright train-g141 train-roman val heldout-euclid heldout-euclid-bright \
+	heldout-g141 stress-euclid
+shipped-data: $(SIM_SETS:%=$(SIM)/%/manifest.json)
 
+# Simulator 2.0.0 data sets: S/N-stratified training mixes (plus deep Euclid spectra,
+# --noise-scale 0.2, because a flux-limited Euclid sample has almost no S/N > 20 galaxy),
+# fresh held-out sets with >= 100 galaxies per S/N bin, and a stress set outside the
+# training relations (N2 +0.4 dex, EW(Hα) -0.3 dex: more continuum and Balmer absorption).
 $(SIM)/train-euclid/manifest.json:
-	$(NICE) $(SPECSR) simulate --n 10000 --instrument euclid --snr-weight-power 2 --seed 11 --out $(@D) --overwrite
+	$(NICE) $(SPECSR) simulate --n 10000 --instrument euclid --snr-weight-power 2 --seed 31 --out $(@D) --overwrite
+$(SIM)/train-euclid-bright/manifest.json:
+	$(NICE) $(SPECSR) simulate --n 2000 --instrument euclid --noise-scale 0.2 --snr-weight-power 1 --seed 35 --out $(@D) --overwrite
 $(SIM)/train-g141/manifest.json:
-	$(NICE) $(SPECSR) simulate --n 5000 --instrument g141 --snr-weight-power 2 --seed 12 --out $(@D) --overwrite
+	$(NICE) $(SPECSR) simulate --n 5000 --instrument g141 --snr-weight-power 2 --seed 32 --out $(@D) --overwrite
 $(SIM)/train-roman/manifest.json:
-	$(NICE) $(SPECSR) simulate --n 5000 --instrument roman --snr-weight-power 2 --seed 13 --out $(@D) --overwrite
+	$(NICE) $(SPECSR) simulate --n 5000 --instrument roman --snr-weight-power 2 --seed 33 --out $(@D) --overwrite
 $(SIM)/val/manifest.json:
-	$(NICE) $(SPECSR) simulate --n 1000 --instrument euclid --snr-weight-power 2 --seed 14 --out $(@D) --overwrite
+	$(NICE) $(SPECSR) simulate --n 1000 --instrument euclid --snr-weight-power 2 --seed 34 --out $(@D) --overwrite
 $(SIM)/heldout-euclid/manifest.json:
-	$(NICE) $(SPECSR) simulate --n 1500 --instrument euclid --snr-weight-power 2.5 --seed 21 --out $(@D) --plot --overwrite
+	$(NICE) $(SPECSR) simulate --n 1500 --instrument euclid --snr-weight-power 2.5 --seed 41 --out $(@D) --plot --overwrite
+$(SIM)/heldout-euclid-bright/manifest.json:
+	$(NICE) $(SPECSR) simulate --n 300 --instrument euclid --noise-scale 0.2 --min-ha-snr 20 --seed 43 --out $(@D) --overwrite
 $(SIM)/heldout-g141/manifest.json:
-	$(NICE) $(SPECSR) simulate --n 1000 --instrument g141 --snr-weight-power 2.5 --seed 22 --out $(@D) --plot --overwrite
+	$(NICE) $(SPECSR) simulate --n 1500 --instrument g141 --snr-weight-power 2.5 --seed 42 --out $(@D) --plot --overwrite
+$(SIM)/stress-euclid/manifest.json:
+	$(NICE) $(SPECSR) simulate --n 600 --instrument euclid --noise-scale 0.15 --snr-weight-power 1 --n2-offset-dex 0.4 \
+		--ew-offset-dex -0.3 --seed 44 --out $(@D) --overwrite
 
 $(SHIPPED_RUN)/run.json: | shipped-data
 	$(NICE) $(SPECSR) train $(SHIPPED_RUN) --preset default

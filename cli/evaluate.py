@@ -22,8 +22,11 @@ def evaluate(
     out: Annotated[Path, typer.Option(help="Report directory, e.g. reports/NAME.")],
     max_examples: Annotated[int | None, typer.Option(
         min=1, help="Evaluate only the first N objects of each set.")] = None,
-    samples: Annotated[int, typer.Option(
-        min=1, help="Posterior samples per object (diffusion models).")] = 16,
+    samples: Annotated[int | None, typer.Option(
+        min=2, help="Posterior samples per object (diffusion models); default: the model's.")] = None,
+    sampler: Annotated[str | None, typer.Option(
+        help="Change a Keras model's sampler: comma-separated key=value, e.g. "
+        "'amortised=true,data_consistency=false' or 'steps=20,eta=1' (see models/samplers.py).")] = None,
     seed: Annotated[int, typer.Option(
         min=0, help="Base seed (model sampling, ceiling noise).")] = 0,
     embeddings_from: Annotated[Path | None, typer.Option(
@@ -52,11 +55,33 @@ def evaluate(
 
         crossmodal = embeddings_from_run(embeddings_from, dirs[0], max_examples)
     metrics = run_evaluation(model, dirs, out, max_examples=max_examples, samples=samples,
-                             seed=seed, crossmodal=crossmodal, domain_gap_against=domain_gap_against,
-                             reporter=reporter("objects"))
+                             seed=seed, sampler=parse_settings(sampler), crossmodal=crossmodal,
+                             domain_gap_against=domain_gap_against, reporter=reporter("objects"))
     console.print(headline_table(metrics))
     for name, gap in ((metrics["domain_gap"] or {}).get("sets") or {}).items():
         console.print(domain_gap_table(name, gap["statistics"]))
+
+
+def parse_settings(text: str | None) -> dict | None:
+    """'key=value,key=value' -> {key: value} with booleans, ints and floats parsed."""
+    if not text:
+        return None
+    settings = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--sampler: {item!r} is not key=value")
+        lowered = value.strip().lower()
+        if lowered in ("true", "false"):
+            settings[key.strip()] = lowered == "true"
+            continue
+        try:
+            number = float(value)
+        except ValueError:
+            settings[key.strip()] = value.strip()
+            continue
+        settings[key.strip()] = int(number) if number.is_integer() and "." not in value else number
+    return settings
 
 
 def headline_table(metrics: dict):

@@ -24,35 +24,33 @@ def export(
         typer.Option(help="Grid the endpoints take low-res spectra on (euclid, g141, roman, ...)."),
     ] = "euclid",
     sampler: Annotated[
-        str, typer.Option(help="ddim, or dpm++2m (second order: keeps more of the sample spread at few steps).")
-    ] = "ddim",
-    steps: Annotated[int, typer.Option(min=1, help="Sampler steps (network calls - 1) per request.")] = 10,
+        str | None, typer.Option(help="ddim, or dpm++2m (second order); default: the model's sampler.")
+    ] = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="Sampler steps; default: the model's.")] = None,
     samples: Annotated[
-        int, typer.Option(min=1, help="Diffusion samples K per object (intervals need >= 2).")
-    ] = 16,
+        int | None, typer.Option(min=2, help="Posterior samples K per object; default: the model's.")
+    ] = None,
     eta: Annotated[
-        float, typer.Option(min=0.0, help="DDIM eta (0 = deterministic given the seed).")
-    ] = 0.0,
-    guidance: Annotated[
-        float, typer.Option(help="Classifier-free guidance weight (1 = none).")
-    ] = 1.0,
+        float | None, typer.Option(min=0.0, help="DDIM eta (0 = deterministic given the seed); default: the model's.")
+    ] = None,
     out: Annotated[
         Path, typer.Option(help="Export root: OUT/models.config and OUT/NAME/N/.")
     ] = Path("saved_models"),
 ):
-    """Export the super-resolver, aligner and generator as one SavedModel with five signatures.
+    """Export the super-resolver and aligner as one SavedModel with five signatures.
 
     Signatures: super_resolve (= serving_default), embed_spectrum, embed_image,
     spectrum_from_image, anomaly_score; spectra in 1e-17 erg/s/cm²/Å on the instrument
-    grid, preprocessing and sampling in the graph. Writes OUT/NAME/N/signatures.json
+    grid; preprocessing, data-consistent sampling and line fits in the graph. The sampler
+    is the model's (saved with it) unless options change it. Writes OUT/NAME/N/signatures.json
     (inputs/outputs with units and shapes, metadata) and rewrites OUT/models.config.
     Example: [bold]specsr export runs/quick --name specsr --version 1[/]
     """
-    from specsr_keras.export import SamplingSettings, export_run
+    from specsr_keras.export import export_run
 
-    sampling = SamplingSettings(sampler=sampler, steps=steps, samples=samples, eta=eta, guidance=guidance)
+    changes = {"kind": sampler, "steps": steps, "samples": samples, "eta": eta}
     summary = export_run(
-        run_dir, name=name, version=version, out=out, instrument=instrument, sampling=sampling, reporter=reporter()
+        run_dir, name=name, version=version, out=out, instrument=instrument, sampler=changes, reporter=reporter()
     )
     console.print(
         f"[green]exported[/] {summary['path']}: {', '.join(summary['endpoints'])} "

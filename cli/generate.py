@@ -15,12 +15,12 @@ def generate(
     catalog: Annotated[str, typer.Argument(
         help="FITS / HDF5 / Parquet table with an `image` column (64x64x4 cutouts, "
         "nJy/pixel) and ideally z_prior.")],
-    model: Annotated[Path, typer.Option(help="Training run directory (models/generator.keras) "
-                                        "or a generator .keras file.")],
+    model: Annotated[Path, typer.Option(help="Training run directory (models/superres.keras) "
+                                        "or a super-resolver .keras file.")],
     out: Annotated[Path, typer.Option(help="Run directory, e.g. results/RUN (reused to resume).")],
     chunk_rows: int = typer.Option(4096, min=1, help="Rows per chunk and output file."),
     batch: int = typer.Option(64, min=1, help="Rows per model call."),
-    samples: int = typer.Option(16, min=1, help="Generated spectra per object."),
+    samples: int = typer.Option(None, min=2, help="Generated spectra per object (default: the model's)."),
     save_spectra: bool = typer.Option(
         True, help="Save the generated spectrum mean/std (320 px, rest 6460-6780 Å)."),
     overwrite: bool = typer.Option(False, help="Delete an earlier run in OUT and start over."),

@@ -22,7 +22,8 @@ def infer(
     chunk_rows: int = typer.Option(
         4096, min=1, help="Rows (files in directory mode) per chunk and output file."),
     batch: int = typer.Option(256, min=1, help="Rows per model call."),
-    samples: int = typer.Option(16, min=1, help="Posterior samples per object (diffusion models)."),
+    samples: int = typer.Option(
+        None, min=2, help="Posterior samples per object (diffusion models); default: the model's own."),
     save_spectra: bool = typer.Option(
         False, help="Also save the super-resolved spectrum mean/std (320 px, rest 6460-6780 Å)."),
     scheduler: str = typer.Option(
@@ -37,7 +38,7 @@ def infer(
     """Run a model over a catalog: per-chunk files, a manifest, results.fits and quarantine.fits.
 
     A rerun of the same command skips finished chunks. Line fluxes in 1e-17 erg/s/cm²,
-    N2 = log10([NII]6583/Hα) [dex]; each with p16/p50/p84 (predictive
+    N2 = log10([NII]6585/Hα) in dex; each with p2_5/p16/p50/p84/p97_5 (predictive
     percentiles from the samples: a calibrated model's p16-p84 holds the truth 68 % of the time).
     Example: [bold]specsr infer cat.fits --model baseline --out results/run1 --workers 2[/]
     """

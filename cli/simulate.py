@@ -30,6 +30,15 @@ def simulate(
     snr_weight_power: Annotated[float, typer.Option(
         min=0, help="Stratify by Hα S/N: keep with probability min(1, (S/N/30)^power); "
         "0 = flux-limited sample, 1.5 populates the bright bins for training/evaluation.")] = 0.0,
+    n2_offset_dex: Annotated[float, typer.Option(
+        help="Stress test: shift star-forming N2 by this many dex above the simulator's "
+        "Faisst-based relation (galaxies outside the fitted relation).")] = 0.0,
+    ew_offset_dex: Annotated[float, typer.Option(
+        help="Stress test: shift the rest EW(Hα) by this many dex (negative: more continuum "
+        "and relatively deeper Balmer absorption).")] = 0.0,
+    noise_scale: Annotated[float, typer.Option(
+        min=0.01, help="Multiply the grism noise sigma by this (0.25 = 16x the exposure): "
+        "bright S/N bins with the same galaxies.")] = 1.0,
     workers: Annotated[int, typer.Option(
         min=1, help="Processes simulating chunks in parallel (pays off on idle cores).")] = 1,
     overwrite: Annotated[bool, typer.Option(help="Replace a dataset already in OUT.")] = False,
@@ -43,7 +52,8 @@ def simulate(
     from specsr_keras.simulate import dataset_metadata, iter_simulated_batches
 
     instrument_ = get_instrument(instrument)
-    options = {"min_ha_snr": min_ha_snr, "snr_weight_power": snr_weight_power}
+    options = {"min_ha_snr": min_ha_snr, "snr_weight_power": snr_weight_power,
+               "n2_offset_dex": n2_offset_dex, "ew_offset_dex": ew_offset_dex, "noise_scale": noise_scale}
     manifest_extra, attrs = dataset_metadata(instrument_, seed, **options)
     batches = iter_simulated_batches(n, instrument_, seed, workers=workers,
                                      first_object_id=seed * ID_STRIDE, **options)

@@ -19,6 +19,7 @@ _HELP = {
     "checkpoint_every": "Optimizer steps between checkpoints.",
     "devices": "Devices for data parallelism (0 = all visible accelerators).",
     "init_from": "Run directory whose final weights initialise this run (fine-tuning).",
+    "init_stages": "Stages whose weights --init-from provides (e.g. autoencoders,contrastive).",
     "mixed_precision": "Mixed precision (GPU).",
 }
 

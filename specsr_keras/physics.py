@@ -33,6 +33,13 @@ OIII_DOUBLET_RATIO = 2.98
 BALMER_DECREMENT = 2.86
 
 SPEED_OF_LIGHT_KMS = 299792.458
+
+# N2 = log10([NII]6585/Hα) range of every measurement [dex]: the Faisst et al. 2018 grid
+# (-1.5 ... -0.1) plus headroom for low-metallicity galaxies and AGN; estimates are clipped
+# to it and a value at either end is flagged N2_AT_BOUND.
+N2_RANGE = (-2.0, 0.5)
+# Physical bounds on a fitted gas velocity dispersion [km/s].
+SIGMA_V_BOUNDS_KMS = (20.0, 500.0)
 FWHM_PER_SIGMA = 2.0 * np.sqrt(2.0 * np.log(2.0))
 
 # Kennicutt & Evans 2012 (ARA&A 50, 531), Kroupa IMF: SFR [Msun/yr] = 5.37e-42 L(Hα) [erg/s].

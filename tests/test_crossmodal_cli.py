@@ -177,7 +177,7 @@ def test_anomaly_table_keeps_objects_found_in_one_index_only():
 
 
 def test_generate_quarantines_the_nan_cutout_and_resumes(run_dir, image_catalog, tmp_path):
-    from specsr_keras.inference.flags import QualityFlag
+    from specsr_keras.measure.flags import QualityFlag
 
     out = tmp_path / "gen"
     args = ("generate", image_catalog, "--model", run_dir, "--out", out, "--samples", 2,

@@ -5,7 +5,7 @@ import pytest
 
 from specsr_keras.data.records import SpecsrInputError
 from specsr_keras.inference.catalog import open_catalog, prepare_rows
-from specsr_keras.inference.flags import QualityFlag
+from specsr_keras.measure.flags import QualityFlag
 from specsr_keras.instruments import get_instrument
 from specsr_keras.resampling import edges_from_centres
 from tests.fixtures_formats import truncate, write_threedhst

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from specsr_keras.inference.flags import QualityFlag
+from specsr_keras.measure.flags import QualityFlag
 from specsr_keras.inference.predictors import (
     BaselinePredictor,
     cached_predictor,

@@ -28,9 +28,9 @@ from specsr_keras.data.records import FLUX_UNIT, ImageCutout, SpecsrInputError, 
 from specsr_keras.data.shards import write_shards
 from specsr_keras.instruments import TARGET_GRID, Instrument, get_instrument
 from specsr_keras.reporting import Reporter
-from specsr_keras.resampling import edges_from_centres, resample_flux
 from specsr_keras.simulate import TRUTH_FIELDS
 from specsr_keras.simulate.images import BANDS, PIXEL_SCALE_ARCSEC
+from specsr_keras.spectral.band import edges_from_centres, resample_flux
 
 IMAGE_SIZE = 64
 IMAGE_BANDS = tuple(band.name for band in BANDS)

@@ -16,8 +16,7 @@ from typing import Any
 import astropy.units as u
 import numpy as np
 
-FLUX_UNIT = u.CompositeUnit(1e-17, [u.erg, u.s, u.cm, u.AA], [1, -1, -2, -1])
-"""Flux-density unit inside every array: 1e-17 erg s^-1 cm^-2 Å^-1."""
+from specsr_keras.units import FLUX_UNIT  # re-exported: the unit inside every array
 
 # Spellings of wavelength units seen in spectrum headers that astropy does not parse as
 # lengths ("A" is the ampere to astropy; 3D-HST writes "ANGSTROMS").

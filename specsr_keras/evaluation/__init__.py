@@ -32,14 +32,15 @@ HEADLINE_INSTRUMENT = "euclid_nisp_red"
 
 
 def evaluate(model: str, data_dirs, out_dir, *, max_examples: int | None = None,
-             samples: int = 16, seed: int = 0, batch_size: int = 256,
+             samples: int | None = None, seed: int = 0, batch_size: int = 256, sampler: dict | None = None,
              crossmodal: CrossModalInputs | None = None, domain_gap_against=None,
              reporter: Reporter | None = None) -> dict:
     """Evaluate `model` ("baseline" or an exported model) on held-out shard directories.
 
     data_dirs: one directory or a list (each one instrument; simulated or real, see
     docs/real-data.md); max_examples: first N objects of each; samples/seed: posterior
-    samples per object and base seed; crossmodal: optional embeddings / generated
+    samples per object (None: the model's) and base seed; sampler: changes to a Keras
+    model's `Sampler` settings (e.g. {"amortised": True}); crossmodal: optional embeddings / generated
     redshifts / anomaly scores aligned with the headline (Euclid-like) set's first rows;
     domain_gap_against: simulated shard directory that the real sets are compared with
     (evaluation/domain_gap.py; default: the first simulated set of data_dirs). Writes
@@ -52,7 +53,7 @@ def evaluate(model: str, data_dirs, out_dir, *, max_examples: int | None = None,
         raise ValueError("no held-out data directories given")
     reference = domain_gap_reference(dirs, domain_gap_against)
     sets = [run_held_out_set(directory, model, set_index=k, max_examples=max_examples,
-                             samples=samples, seed=seed, batch_size=batch_size,
+                             samples=samples, seed=seed, batch_size=batch_size, sampler=sampler,
                              reporter=reporter)
             for k, directory in enumerate(dirs)]
     _make_names_unique(sets)
@@ -60,7 +61,7 @@ def evaluate(model: str, data_dirs, out_dir, *, max_examples: int | None = None,
     headline = min(sets, key=lambda s: (not s.line_truth, s.instrument != HEADLINE_INSTRUMENT))
     crossmodal = crossmodal or CrossModalInputs()
     # Anomaly labels (AGN, broad lines, contamination) are simulation truth.
-    model_scores = headline.estimates["specsr"].get("anomaly_score") if headline.line_truth else None
+    model_scores = headline.estimates["specsr"].get("reconstruction_chi2") if headline.line_truth else None
     bins = {s.name: set_metrics(s.truth, s.estimates) for s in sets}
     extra = crossmodal_metrics(crossmodal, headline.truth, model_scores)
     gaps = domain_gap_metrics(reference, [s for s in sets if s.provenance["kind"] == "real"],
@@ -72,7 +73,7 @@ def evaluate(model: str, data_dirs, out_dir, *, max_examples: int | None = None,
                   "version": headline.provenance["model_version"]},
         "data": [s.provenance for s in sets],
         "headline_set": headline.name,
-        "evaluation": {"samples": samples, "seed": seed, "max_examples": max_examples,
+        "evaluation": {"samples": samples, "seed": seed, "max_examples": max_examples, "sampler": sampler,
                        "headline_min_ha_snr": HEADLINE_MIN_SNR,
                        "specsr_version": specsr_keras.__version__},
         "bins": bins,

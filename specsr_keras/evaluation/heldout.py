@@ -4,11 +4,15 @@ Every method yields a dict of (N,) arrays `<q>_p16/p50/p84` (the Predictor forma
 
 - `specsr`: the model under evaluation (`load_predictor`); plain `baseline` is loaded
   as `baseline:<instrument>` of each set, so it sees its own grid.
-- `lowres_fit`: `direct_lowres_fit` of the low-res spectrum: the instrument LSF for
-  its reference source size, fixed [NII] doublet ratio, physical bounds, z_guess =
-  z_prior (SCIENCE.md lesson 2: the honest baseline, same fitter as for model outputs).
-- `faisst`: N2 of Faisst et al. 2018 at the true log M* and z_prior, 1σ = intrinsic
-  scatter; Hα from de-blending the low-res fit's Hα + [NII] flux with that N2.
+- `lowres_fit`: `direct_lowres_fit` of the low-res spectrum: each object's LSF (its source
+  size along the dispersion, as a survey measures it on the image), fixed [NII] doublet
+  ratio, physical bounds, z_guess = z_prior (the honest baseline).
+- `faisst`: N2 of Faisst et al. 2018 at the *catalogue* log M* (the truth plus SED-fit-like
+  scatter) and z_prior, 1σ = intrinsic scatter and mass error; Hα from de-blending the
+  low-res fit's Hα + [NII] flux with that N2.
+- `fit_population`, `fit_faisst`: the fit's Gaussian N2 likelihood times the population
+  prior `POPULATION_N2` or the Faisst prior above (`fit_times_prior`).
+- `constant`: the population prior alone (no skill).
 - `ceiling`: fit of the true R=3600 target plus MOSFIRE-like noise from `hires_ivar`.
 - `centroid`: redshift only, the naive blend centroid ignoring [NII] (Martens et al. 2019).
 Units: line fluxes 1e-17 erg/s/cm², N2 dex, Å.
@@ -27,22 +31,26 @@ from specsr_keras.inference.predictors import cached_predictor, target_grid_mode
 from specsr_keras.inference.runner import chunk_seed
 from specsr_keras.instruments import TARGET_GRID, get_instrument
 from specsr_keras.measure import (
+    POPULATION_N2,
     ceiling_fit,
     centroid_redshift_ignoring_nii,
     deblend_halpha_with_prior,
     direct_lowres_fit,
-    faisst_prior_n2,
+    faisst_catalogue_prior,
+    fit_times_prior,
 )
+from specsr_keras.measure.columns import gaussian_columns
+from specsr_keras.measure.redshift import lsf_sigma_rows
 from specsr_keras.reporting import Reporter
-from specsr_keras.resampling import resample_flux
+from specsr_keras.simulate.population import LOG_MSTAR_CATALOG_SCATTER_DEX
+from specsr_keras.spectral.band import resample_flux
 
 __all__ = ["HeldOutSet", "TRUTH_FIELDS", "run_held_out_set", "predictor_for"]
 
-TRUTH_FIELDS = ("object_id", "z", "z_prior", "log_mstar", "n2", "ha_flux", "nii_6585_flux",
-                "ha_snr", "is_agn", "has_broad", "is_contaminated")
+TRUTH_FIELDS = ("object_id", "z", "z_prior", "log_mstar", "log_mstar_catalog", "dispersion_sigma_arcsec", "n2",
+                "ha_flux", "nii_6585_flux", "ha_snr", "is_agn", "has_broad", "is_contaminated")
 SPECTRUM_FIELDS = ("lowres_flux", "lowres_ivar", "lowres_mask", "hires_flux", "hires_ivar",
-                   "hires_mask")
-FIT_QUANTITIES = ("ha_flux", "nii_6585_flux", "n2", "z")
+                   "hires_mask", "image")
 
 
 @dataclass
@@ -89,21 +97,18 @@ class HeldOutSet:
         return path
 
 
-def predictor_for(model: str, instrument: str):
+def predictor_for(model: str, instrument: str, sampler: dict | None = None):
     """The model's predictor for spectra on `instrument`'s grid: plain 'baseline' becomes the
-    direct fit on that grid, a Keras run is retargeted, a SavedModel must match it."""
+    direct fit on that grid, a Keras run is retargeted (and its sampler changed by `sampler`),
+    a SavedModel must match it."""
     predictor = cached_predictor(f"baseline:{instrument}" if model == "baseline" else model)
     retarget = getattr(predictor, "for_instrument", None)
-    return retarget(instrument) if retarget is not None else predictor
-
-
-def percentile_columns(fit: dict, quantities) -> dict[str, np.ndarray]:
-    """Gaussian p16/p50/p84 columns (value ∓ 1σ) from a fit's `<q>` and `<q>_err`."""
-    out = {}
-    for q in quantities:
-        value, error = fit[q], fit[q + "_err"]
-        out.update({f"{q}_p16": value - error, f"{q}_p50": value, f"{q}_p84": value + error})
-    return out
+    predictor = retarget(instrument) if retarget is not None else predictor
+    if sampler:
+        if not hasattr(predictor, "with_sampler"):
+            raise ValueError(f"{model}: sampler settings apply to a Keras run or .keras model only")
+        predictor = predictor.with_sampler(predictor.sampler.replace(**sampler))
+    return predictor
 
 
 def example_rows(ha_snr, count_per_bin: int = 1) -> np.ndarray:
@@ -117,30 +122,31 @@ def example_rows(ha_snr, count_per_bin: int = 1) -> np.ndarray:
 
 
 def run_held_out_set(directory, model: str, *, set_index: int = 0, max_examples=None,
-                     samples: int = 16, seed: int = 0, batch_size: int = 256,
-                     reporter: Reporter | None = None) -> HeldOutSet:
+                     samples: int | None = None, seed: int = 0, batch_size: int = 256,
+                     sampler: dict | None = None, reporter: Reporter | None = None) -> HeldOutSet:
     """Run the model and the baselines over (the first max_examples of) one shard directory."""
     reporter = reporter or Reporter()
     manifest = read_manifest(directory)
     if "instrument" not in manifest:
         raise ValueError(f"{Path(directory) / 'manifest.json'}: no instrument recorded")
     instrument = get_instrument(manifest["instrument"])
-    predictor = predictor_for(model, instrument.name)
-    truth = load_shards(directory, fields=TRUTH_FIELDS, max_examples=max_examples)
+    predictor = predictor_for(model, instrument.name, sampler)
+    present = set(manifest["fields"])
+    truth = load_shards(directory, fields=[f for f in TRUTH_FIELDS if f in present], max_examples=max_examples)
     n = len(truth["z"])
+    truth.update({f: np.full(n, np.nan) for f in TRUTH_FIELDS if f not in present})  # e.g. real sets
     if n == 0:
         raise ValueError(f"{directory}: no examples to evaluate")
     examples_at = example_rows(truth["ha_snr"])
-    lsf = instrument.lsf_sigma(instrument.wavelength, instrument.resolving_power_source_sigma)
     parts: dict[str, list[dict]] = {}
     example_parts = []
     with reporter.task(f"evaluate {instrument.name}", total=n) as advance:
-        batches = iter_shard_batches(directory, batch_size, fields=SPECTRUM_FIELDS)
+        batches = iter_shard_batches(directory, batch_size, fields=[f for f in SPECTRUM_FIELDS if f in present])
         for number, (start, batch) in enumerate(_first_rows(batches, n)):
             rows = slice(start, start + len(batch["lowres_flux"]))
             truth_rows = {key: value[rows] for key, value in truth.items()}
             local_examples = examples_at[(examples_at >= rows.start) & (examples_at < rows.stop)]
-            out = _estimate_batch(batch, truth_rows, instrument, predictor, lsf,
+            out = _estimate_batch(batch, truth_rows, instrument, predictor,
                                   chunk_seed(seed, set_index, number), samples,
                                   local_examples - start)
             for method, columns in out["estimates"].items():
@@ -178,33 +184,33 @@ def _first_rows(batches, n):
         start += take
 
 
-def _estimate_batch(batch, truth, instrument, predictor, lsf, batch_seed, samples, example_idx):
+def _estimate_batch(batch, truth, instrument, predictor, batch_seed, samples, example_idx):
     """All methods' columns for one batch, and the example rows' spectra and models."""
     flux = np.asarray(batch["lowres_flux"], np.float64)
     ivar = np.where(batch["lowres_mask"], 0.0, np.asarray(batch["lowres_ivar"], np.float64))
     edges, z_prior = instrument.bin_edges, truth["z_prior"]
-
-    specsr = predictor.predict(_predictor_inputs(flux, ivar, z_prior, instrument, predictor),
-                               samples=samples, seed=batch_seed,
-                               save_spectra=bool(example_idx.size))
+    rows = _predictor_inputs(flux, ivar, truth, batch.get("image"), instrument, predictor)
+    specsr = predictor.predict(rows, samples=samples, seed=batch_seed, save_spectra=bool(example_idx.size))
+    lsf = lsf_sigma_rows(rows, instrument.name)  # each object's own LSF (its size)
     fit = direct_lowres_fit(edges, flux, ivar, lsf, z_prior)
     hires_ivar = np.where(batch["hires_mask"], 0.0, batch["hires_ivar"])
     ceiling = ceiling_fit(batch["hires_flux"], hires_ivar, truth["z"], TARGET_GRID.bin_edges,
                           TARGET_GRID.lsf_sigma(TARGET_GRID.wavelength), seed=batch_seed)
     centroid = centroid_redshift_ignoring_nii(edges, flux, ivar, lsf, z_prior)
-    prior = faisst_prior_n2(truth["log_mstar"], z_prior)
-    deblended = deblend_halpha_with_prior(fit["ha_nii_flux"], fit["ha_nii_flux_err"],
-                                          prior["n2"], prior["n2_err"])
-    faisst = {"n2": prior["n2"], "n2_err": prior["n2_err"], "ha_flux": deblended["ha_flux"],
-              "ha_flux_err": deblended["ha_flux_err"]}
+    faisst_prior = faisst_catalogue_prior(truth["log_mstar_catalog"], z_prior, LOG_MSTAR_CATALOG_SCATTER_DEX)
+    population = np.broadcast_to(POPULATION_N2[0], z_prior.shape), np.broadcast_to(POPULATION_N2[1], z_prior.shape)
+    priors = {"faisst": (faisst_prior["n2"], faisst_prior["n2_err"]), "constant": population}
     estimates = {
-        "specsr": {key: np.asarray(value) for key, value in specsr.items()
-                   if key not in ("sr_mean", "sr_std")},
-        "lowres_fit": percentile_columns(fit, FIT_QUANTITIES),
-        "faisst": percentile_columns(faisst, ("n2", "ha_flux")),
-        "ceiling": percentile_columns(ceiling, FIT_QUANTITIES),
-        "centroid": percentile_columns(centroid, ("z",)),
+        "specsr": {key: np.asarray(value) for key, value in specsr.items() if key not in ("sr_mean", "sr_std")},
+        "lowres_fit": gaussian_columns(fit),
+        "fit_population": gaussian_columns(fit_times_prior(fit, *population)),
+        "fit_faisst": gaussian_columns(fit_times_prior(fit, *priors["faisst"])),
+        "ceiling": gaussian_columns(ceiling),
+        "centroid": gaussian_columns(centroid, ("z",)),
     }
+    for name, (n2, n2_err) in priors.items():
+        lines = deblend_halpha_with_prior(fit["ha_nii_flux"], fit["ha_nii_flux_err"], n2, n2_err)
+        estimates[name] = gaussian_columns({"n2": n2, "n2_err": n2_err, **lines}, ("n2", "ha_flux"))
 
     def rows_of(result):
         return {key: np.asarray(value)[example_idx] for key, value in result.items()}
@@ -220,12 +226,18 @@ def _estimate_batch(batch, truth, instrument, predictor, lsf, batch_seed, sample
     return {"estimates": estimates, "examples": examples}
 
 
-def _predictor_inputs(flux, ivar, z_prior, instrument, predictor) -> dict:
-    """The predictor's batch, resampled onto its grid if it is another instrument's."""
+def _predictor_inputs(flux, ivar, truth, image, instrument, predictor) -> dict:
+    """The predictor's batch: the spectra (resampled onto its grid if it is another
+    instrument's), z prior, source size, catalogue mass and, where the set has them, images."""
     if predictor.instrument != instrument.name:
         target = get_instrument(predictor.instrument)
         flux, ivar = resample_flux(instrument.bin_edges, flux, ivar, target.bin_edges)
-    n = len(z_prior)
-    return {"lowres_flux": flux.astype(np.float32), "lowres_ivar": ivar.astype(np.float32),
-            "lowres_mask": ivar <= 0, "z_prior": np.asarray(z_prior, np.float64),
-            "instrument_id": np.full(n, instrument.instrument_id, np.int64)}
+    n = len(truth["z_prior"])
+    rows = {"lowres_flux": flux.astype(np.float32), "lowres_ivar": ivar.astype(np.float32),
+            "lowres_mask": ivar <= 0, "z_prior": np.asarray(truth["z_prior"], np.float64),
+            "instrument_id": np.full(n, instrument.instrument_id, np.int64),
+            "source_sigma_arcsec": np.asarray(truth["dispersion_sigma_arcsec"], np.float64),
+            "log_mstar_catalog": np.asarray(truth["log_mstar_catalog"], np.float64)}
+    if image is not None:
+        rows.update(image=np.asarray(image, np.float32), has_image=np.ones(n, bool))
+    return rows

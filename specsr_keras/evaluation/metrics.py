@@ -12,9 +12,10 @@ import numpy as np
 from scipy.special import ndtri
 from scipy.stats import theilslopes
 
-__all__ = ["NMAD_SCALE", "SNR_BINS", "MASS_BINS", "N2_BINS", "ERROR_METHODS", "bin_masks",
-           "coverage", "calibration_curve", "calibration_slope", "error_of", "error_stats", "nmad", "robust_slope",
-           "set_metrics", "standardized_residual", "summarize"]
+__all__ = ["NMAD_SCALE", "SNR_BINS", "MASS_BINS", "N2_BINS", "ERROR_METHODS", "COMPETITORS", "bin_masks",
+           "bootstrap_interval", "coverage", "calibration_curve", "calibration_slope", "error_of", "error_stats",
+           "n2_verdict", "nmad", "paired_nmad_difference", "robust_slope", "set_metrics", "standardized_residual",
+           "summarize"]
 
 # NMAD = 1.4826 median|x - median x|: equals sigma for a Gaussian.
 NMAD_SCALE = 1.4826
@@ -26,6 +27,37 @@ N2_BINS = (("<-1.0", -np.inf, -1.0), ("-1.0..-0.7", -1.0, -0.7), ("-0.7..-0.4", 
            (">=-0.4", -0.4, np.inf))
 # Theil-Sen is O(n²) in memory and time: larger samples are thinned evenly to this size.
 _SLOPE_MAX_POINTS = 2000
+# Bootstrap resamples behind every 68 % interval on a statistic.
+BOOTSTRAP_RESAMPLES = 300
+
+
+def _resample_indices(n: int, seed: int = 0) -> np.ndarray:
+    """(BOOTSTRAP_RESAMPLES, n) row indices drawn with replacement (fixed seed: reproducible)."""
+    return np.random.default_rng([seed, n]).integers(0, n, (BOOTSTRAP_RESAMPLES, n))
+
+
+def bootstrap_interval(values, statistic, seed: int = 0) -> tuple[float, float]:
+    """16th and 84th percentiles of `statistic` over bootstrap resamples of the finite values."""
+    values = np.asarray(values, float)
+    values = values[np.isfinite(values)]
+    if values.size < 3:
+        return float("nan"), float("nan")
+    draws = [statistic(values[index]) for index in _resample_indices(values.size, seed)]
+    lo, hi = np.percentile(draws, [16, 84])
+    return float(lo), float(hi)
+
+
+def paired_nmad_difference(errors_a, errors_b, seed: int = 0) -> dict:
+    """NMAD(a) - NMAD(b) on the rows where both errors are finite, with a paired bootstrap
+    68 % interval: {"difference", "lo", "hi", "n"}."""
+    a, b = np.asarray(errors_a, float), np.asarray(errors_b, float)
+    both = np.isfinite(a) & np.isfinite(b)
+    a, b = a[both], b[both]
+    if a.size < 3:
+        return {"difference": float("nan"), "lo": float("nan"), "hi": float("nan"), "n": int(a.size)}
+    draws = [nmad(a[index]) - nmad(b[index]) for index in _resample_indices(a.size, seed)]
+    lo, hi = np.percentile(draws, [16, 84])
+    return {"difference": nmad(a) - nmad(b), "lo": float(lo), "hi": float(hi), "n": int(a.size)}
 
 
 def nmad(x) -> float:
@@ -74,11 +106,15 @@ def error_of(quantity: str, estimate, truth):
 
 
 def error_stats(errors) -> dict:
-    """{"n": finite count, "bias": median, "nmad": NMAD} of an error array."""
+    """{"n": finite count, "bias": median, "nmad": NMAD, and their bootstrap 68 % intervals
+    "bias_lo", "bias_hi", "nmad_lo", "nmad_hi"} of an error array."""
     errors = np.asarray(errors, float)
     finite = errors[np.isfinite(errors)]
     bias = float(np.median(finite)) if finite.size else float("nan")
-    return {"n": int(finite.size), "bias": bias, "nmad": nmad(finite)}
+    bias_lo, bias_hi = bootstrap_interval(finite, np.median)
+    nmad_lo, nmad_hi = bootstrap_interval(finite, nmad)
+    return {"n": int(finite.size), "bias": bias, "nmad": nmad(finite), "bias_lo": bias_lo, "bias_hi": bias_hi,
+            "nmad_lo": nmad_lo, "nmad_hi": nmad_hi}
 
 
 def bin_masks(values, bins) -> dict[str, np.ndarray]:
@@ -115,11 +151,12 @@ def coverage(truth, columns: dict, quantity: str) -> dict:
     else:
         inside_95 = np.abs(r) <= ndtri(0.975)
     n = int(good.sum())
-
-    def fraction(inside):
-        return float(np.mean(inside[good])) if n else float("nan")
-
-    return {"n": n, "68": fraction(np.abs(r) <= 1.0), "95": fraction(inside_95)}
+    out = {"n": n}
+    for label, inside in (("68", np.abs(r) <= 1.0), ("95", inside_95)):
+        values = inside[good].astype(float)
+        out[label] = float(np.mean(values)) if n else float("nan")
+        out[f"{label}_lo"], out[f"{label}_hi"] = bootstrap_interval(values, np.mean)
+    return out
 
 
 def calibration_curve(truth, columns: dict, quantity: str, levels=None) -> dict:
@@ -138,10 +175,12 @@ def calibration_curve(truth, columns: dict, quantity: str, levels=None) -> dict:
 
 # Methods compared per quantity, in table order (see evaluation/heldout.py).
 ERROR_METHODS = {
-    "n2": ("specsr", "lowres_fit", "faisst", "ceiling"),
-    "ha_flux": ("specsr", "lowres_fit", "faisst", "ceiling"),
+    "n2": ("specsr", "lowres_fit", "fit_population", "fit_faisst", "faisst", "constant", "ceiling"),
+    "ha_flux": ("specsr", "lowres_fit", "fit_population", "fit_faisst", "faisst", "ceiling"),
     "z": ("centroid", "lowres_fit", "specsr", "ceiling"),
 }
+# N2 competitors of specsr that a survey could run on the same data (not the R=3600 ceiling).
+COMPETITORS = ("lowres_fit", "fit_population", "fit_faisst", "faisst", "constant")
 COVERAGE_QUANTITIES = ("ha_flux", "nii_6585_flux", "n2", "z")
 # Hα S/N threshold of the flat headline metrics.
 HEADLINE_MIN_SNR = 10.0
@@ -173,7 +212,20 @@ def summarize(truth: dict, estimates: dict, mask) -> dict:
     out["coverage"] = {q: {m: coverage(true[q], cols, q) for m, cols in rows.items()
                            if f"{q}_p16" in cols}
                        for q in COVERAGE_QUANTITIES}
+    out["n2_verdict"] = n2_verdict(true, rows, out["n2"])
     return out
+
+
+def n2_verdict(true: dict, rows: dict, n2_stats: dict) -> dict:
+    """specsr's N2 NMAD against the best competitor (lowest NMAD) with a paired bootstrap 68 %
+    interval on the difference; "beats" only when the whole interval is below 0."""
+    candidates = {m: n2_stats[m]["nmad"] for m in COMPETITORS if m in n2_stats and np.isfinite(n2_stats[m]["nmad"])}
+    if "specsr" not in rows or not candidates:
+        return {}
+    best = min(candidates, key=candidates.get)
+    diff = paired_nmad_difference(error_of("n2", rows["specsr"]["n2_p50"], true["n2"]),
+                                  error_of("n2", rows[best]["n2_p50"], true["n2"]))
+    return {"best_competitor": best, **diff, "beats": bool(diff["hi"] < 0), "ties": bool(diff["lo"] <= 0 <= diff["hi"])}
 
 
 def set_metrics(truth: dict, estimates: dict) -> dict:

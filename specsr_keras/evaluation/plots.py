@@ -19,10 +19,12 @@ from specsr_keras.physics import LINE_WAVELENGTHS, faisst_n2, faisst_n2_scatter
 __all__ = ["METHOD_LABELS", "plot_bias_vs_n2", "plot_calibration", "plot_examples",
            "plot_n2_mass", "plot_n2_vs_truth", "plot_roc"]
 
-METHOD_LABELS = {"specsr": "specsr", "lowres_fit": "low-res fit", "faisst": "Faisst+18 prior",
-                 "ceiling": "ceiling (R=3600 fit)", "centroid": "naive centroid (no [NII])"}
-_COLORS = {"specsr": "C3", "lowres_fit": "C0", "faisst": "C2", "ceiling": "k", "centroid": "C1",
-           "truth": "0.3"}
+METHOD_LABELS = {"specsr": "specsr", "lowres_fit": "low-res fit", "fit_population": "fit x population prior",
+                 "fit_faisst": "fit x Faisst(cat. M*)", "faisst": "Faisst+18 (cat. M*)",
+                 "constant": "constant (no skill)", "ceiling": "ceiling (R=3600 fit)",
+                 "centroid": "naive centroid (no [NII])"}
+_COLORS = {"specsr": "C3", "lowres_fit": "C0", "fit_population": "C4", "fit_faisst": "C5", "faisst": "C2",
+           "constant": "0.6", "ceiling": "k", "centroid": "C1", "truth": "0.3"}
 # Martens et al. 2019 (MNRAS 485, 211) centroid shift ignoring [NII], Δz/(1+z) at N2
 # (derived from the line positions; SCIENCE.md).
 MARTENS_N2 = np.array([-1.2, -0.8, -0.5, -0.3])

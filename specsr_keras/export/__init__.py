@@ -5,6 +5,5 @@ Only this package imports TensorFlow (`graph`, `exporter` internals, `serving_ch
 """
 
 from specsr_keras.export.exporter import export_run, write_models_config
-from specsr_keras.export.signatures import SamplingSettings
 
-__all__ = ["SamplingSettings", "export_run", "write_models_config"]
+__all__ = ["export_run", "write_models_config"]

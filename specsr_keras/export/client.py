@@ -25,12 +25,11 @@ from pathlib import Path
 import astropy.units as u
 import numpy as np
 
-from specsr_keras.data.records import FLUX_UNIT, Spectrum
-from specsr_keras.export.signatures import ENDPOINTS, LINE_QUANTITIES, PERCENTILE_NAMES, SIGNATURES_FILE
+from specsr_keras.data.records import Spectrum
+from specsr_keras.export.signatures import ENDPOINTS, PERCENTILE_NAMES, SAMPLE_QUANTITIES, SIGNATURES_FILE
 from specsr_keras.instruments import TARGET_GRID
-from specsr_keras.resampling import edges_from_centres, resample_flux
-
-LINE_FLUX_UNIT = u.CompositeUnit(1e-17, [u.erg, u.s, u.cm], [1, -1, -2])
+from specsr_keras.spectral.band import edges_from_centres, resample_flux
+from specsr_keras.units import FLUX_UNIT, LINE_FLUX_UNIT
 
 
 def load_signatures(source) -> dict:
@@ -86,7 +85,7 @@ def check_inputs(signatures: dict, endpoint: str, arrays: dict) -> dict[str, np.
                 hint = (
                     f": this export works on the {grid['instrument']} grid of {expected[-1]} "
                     f"pixels ({grid['wave_min']:.0f}-{grid['wave_max']:.0f} Å); resample "
-                    "with specsr_keras.resampling.resample_flux"
+                    "with specsr_keras.spectral.band.resample_flux"
                 )
             raise ValueError(
                 f"{name} has shape {tuple(value.shape)}, expected {tuple(expected)}{hint}"
@@ -156,8 +155,14 @@ def spectrum_request(
     seed: int = 0,
     endpoint: str = "super_resolve",
     format: str | None = None,
+    source_sigma_arcsec: float = float("nan"),
+    log_mstar: float = float("nan"),
 ) -> dict:
-    """Request body for one FITS spectrum (path, read with `read_spectrum`) or Spectrum."""
+    """Request body for one FITS spectrum (path, read with `read_spectrum`) or Spectrum.
+
+    source_sigma_arcsec: the source's Gaussian sigma along the dispersion (slitless LSF;
+    NaN = the instrument's reference size); log_mstar: a catalogue stellar mass (NaN = none).
+    """
     from specsr_keras.data.readers import read_spectrum
 
     signatures = load_signatures(signatures)
@@ -170,6 +175,8 @@ def spectrum_request(
         lowres_ivar=ivar[None],
         lowres_mask=mask[None],
         z_prior=np.array([z_prior], np.float32),
+        source_sigma_arcsec=np.array([source_sigma_arcsec], np.float32),
+        log_mstar=np.array([log_mstar], np.float32),
         seed=np.array([seed], np.int32),
     )
 
@@ -247,12 +254,7 @@ def super_resolved(outputs: dict) -> list[dict]:
     [1e-17 erg/s/cm²/Å], "z_place", "scale", "reconstruction_chi2", and per line quantity
     `<q>_<p>` (ha_flux / nii_6585_flux in 1e-17 erg/s/cm², n2 in dex, z dimensionless).
     """
-    units = {
-        "ha_flux": LINE_FLUX_UNIT,
-        "nii_6585_flux": LINE_FLUX_UNIT,
-        "n2": u.dex,
-        "z": u.dimensionless_unscaled,
-    }
+    units = {"ha_flux": LINE_FLUX_UNIT, "nii_6585_flux": LINE_FLUX_UNIT, "n2": u.dex, "z": u.dimensionless_unscaled}
     rows = []
     for b in range(len(outputs["z_place"])):
         z = float(outputs["z_place"][b])
@@ -266,7 +268,7 @@ def super_resolved(outputs: dict) -> list[dict]:
             "scale": float(outputs["scale"][b]) * FLUX_UNIT,
             "reconstruction_chi2": float(outputs["reconstruction_chi2"][b]),
         }
-        for q in LINE_QUANTITIES:
+        for q in SAMPLE_QUANTITIES:
             for p in PERCENTILE_NAMES:
                 row[f"{q}_{p}"] = float(outputs[f"{q}_{p}"][b]) * units[q]
         rows.append(row)

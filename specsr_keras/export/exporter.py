@@ -40,13 +40,14 @@ from specsr_keras.export.signatures import (
     DEFAULT_ENDPOINT,
     ENDPOINTS,
     SIGNATURES_FILE,
-    SamplingSettings,
     resolve_endpoints,
 )
 from specsr_keras.instruments import ENCODER_GRID, TARGET_GRID, get_instrument
+from specsr_keras.physics import N2_RANGE
 from specsr_keras.reporting import Reporter
+from specsr_keras.units import FLUX
 
-MODEL_FILES = ("superres", "contrastive", "generator")
+MODEL_FILES = ("superres", "contrastive")
 MODELS_CONFIG = "models.config"
 # Where `docker run -v $PWD/saved_models:/models` mounts the export root in the container.
 SERVING_ROOT = "/models"
@@ -95,12 +96,14 @@ def export_run(
     version: int,
     out: str | Path = "saved_models",
     instrument: str = "euclid_nisp_red",
-    sampling: SamplingSettings = SamplingSettings(),
+    sampler: dict | None = None,
     reporter: Reporter | None = None,
 ) -> dict:
-    """Export the run's super-resolver, aligner and generator; returns a summary dict.
+    """Export the run's super-resolver and aligner; returns a summary dict.
 
-    Summary: path, size_bytes, seconds, endpoints, backend_trained_on, subprocess (bool).
+    sampler: changes to the super-resolver's own `Sampler` settings (e.g. {"steps": 20};
+    None values are ignored), saved in signatures.json. Summary: path, size_bytes, seconds,
+    endpoints, backend_trained_on, subprocess (bool).
     """
     import keras
 
@@ -109,9 +112,7 @@ def export_run(
     check_target(out, name, version)
     instrument = get_instrument(instrument).name
     trained_on = run.get("backend", "unknown")
-    options = dict(
-        name=name, version=int(version), out=str(out), instrument=instrument, sampling=sampling.describe()
-    )
+    options = dict(name=name, version=int(version), out=str(out), instrument=instrument, sampler=sampler or {})
     if keras.backend.backend() == "tensorflow" and trained_on in ("tensorflow", "unknown"):
         summary = _export_here(str(run_dir), run, **options)
         summary["subprocess"] = False
@@ -142,7 +143,7 @@ def _export_subprocess(run_dir: str, options: dict) -> dict:
 
 
 def load_models(run_dir: str | Path) -> dict:
-    """The run's super-resolver, aligner and generator (safe_mode=True) in this backend."""
+    """The run's super-resolver and aligner (safe_mode=True) in this backend."""
     import keras
 
     import specsr_keras.models  # noqa: F401  (registers the specsr classes)
@@ -153,7 +154,7 @@ def load_models(run_dir: str | Path) -> dict:
     }
 
 
-def _export_here(run_dir: str, run: dict, *, name, version, out, instrument, sampling: dict) -> dict:
+def _export_here(run_dir: str, run: dict, *, name, version, out, instrument, sampler: dict) -> dict:
     """Build the serving graph and write the SavedModel (TensorFlow backend only)."""
     import keras
 
@@ -164,9 +165,9 @@ def _export_here(run_dir: str, run: dict, *, name, version, out, instrument, sam
     started = time.perf_counter()
     target = check_target(out, name, version)
     inst = get_instrument(instrument)
-    settings = SamplingSettings(**sampling)
     models = load_models(run_dir)
-    graph = ServingGraph(models["superres"], models["contrastive"], models["generator"], inst, settings)
+    settings = models["superres"].sampler.replace(**sampler)
+    graph = ServingGraph(models["superres"], models["contrastive"], inst, settings)
     sizes = {"L": inst.bin_edges.size - 1, "K": settings.samples, "D": models["contrastive"].embedding_dim}
     endpoints = resolve_endpoints(sizes)
 
@@ -208,11 +209,11 @@ def _export_here(run_dir: str, run: dict, *, name, version, out, instrument, sam
     }
 
 
-def _metadata(run_dir, run, *, name, version, inst, sampling: SamplingSettings, sizes) -> dict:
+def _metadata(run_dir, run, *, name, version, inst, sampling, sizes) -> dict:
     import keras
     import tensorflow as tf
 
-    from specsr_keras.models import graph_ops
+    from specsr_keras.spectral import lines
 
     return {
         "specsr_version": specsr_keras.__version__,
@@ -228,11 +229,13 @@ def _metadata(run_dir, run, *, name, version, inst, sampling: SamplingSettings, 
         "lowres_bin_edges": [float(e) for e in inst.bin_edges],
         "target_grid": TARGET_GRID.describe(),
         "encoder_grid": ENCODER_GRID.describe(),
-        "flux_unit": "1e-17 erg s^-1 cm^-2 Angstrom^-1",
+        "flux_unit": FLUX,
         "sizes": sizes,
-        **sampling.describe(),
-        "seed_convention": "per row: stateless_normal((K, 320, 1), seed=[seed[b], 0]) = "
-        "SuperResolver.sample(row b, seed=seed[b]) under TensorFlow",
+        "sampler": sampling.get_config(),
+        "samples": sampling.samples,
+        "sampler_description": sampling.describe(),
+        "seed_convention": "per row: noise kind i (Sampler.noise_shapes order) = "
+        "stateless_normal((K, *shape), seed=[seed[b] + i, 0])",
         "anomaly": {
             **ANOMALY_WEIGHTS,
             "formula": "disagreement_weight * (1 - cos) + reconstruction_weight * "
@@ -240,12 +243,11 @@ def _metadata(run_dir, run, *, name, version, inst, sampling: SamplingSettings, 
             "calibrated": False,
         },
         "line_estimator": {
-            "kind": "fast in-graph: side-band continuum, template scan + centroid, direct "
-            "integration (specsr infer refits samples with the full fitter)",
-            "continuum_bands_rest": graph_ops.CONTINUUM_BANDS,
-            "integration_half_width_rest": graph_ops.INTEGRATION_HALF_WIDTH,
-            "scan_half_width_pixels": graph_ops.SCAN_HALF_WIDTH,
-            "n2_range": graph_ops.N2_RANGE,
+            "kind": "per-sample least-squares fit of Hα, [NII], [SII], Hα absorption and a linear "
+            "continuum (spectral/lines.py; the same code as specsr infer)",
+            "max_dv_kms": lines.MAX_DV_KMS,
+            "absorption_sigma_rest": lines.ABSORPTION_SIGMA_REST,
+            "n2_range": list(N2_RANGE),
         },
     }
 

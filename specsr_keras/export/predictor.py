@@ -1,17 +1,14 @@
 """`SavedModelPredictor`: the `Predictor` of `specsr infer` running an exported SavedModel.
 
 Loads `saved_models/<name>/<version>/` once (`tf.saved_model.load`) and calls its
-`super_resolve` signature per batch: the preprocessing, the DDIM sampling and the
-re-observation chi2 run in the graph. As the Keras `SuperResolutionPredictor` does, the
-returned samples are then fitted with the one line fitter (`measure_samples`) for the
-same percentiles, so `specsr infer` numbers do not depend on the fast in-graph
-estimator; `anomaly_score` is the graph's `reconstruction_chi2` (the same quantity as
-the Keras predictor's `forward_model_chi2`).
+`super_resolve` signature per batch: preprocessing, data-consistent posterior sampling and
+the per-sample line fits run in the graph (`SuperResolver.generate`), and the columns are
+built from its per-sample outputs by `measure.sample_columns`, the same builder as for a
+Keras run; so `specsr infer` and TF Serving give the same numbers for every object.
 
 Rows without a z prior get `redshift_guess` (coarse z from the spectrum) first, as in
-the Keras predictor. Seeds: row b of a batch is sampled with seed `seed + b`. The
-number of samples is fixed at export (`--samples`); a call asking for fewer uses the
-first ones, more is an error.
+the Keras predictor. Seeds: row b of a batch is sampled with seed `seed + b`. The number
+of samples K is fixed at export; a call asking for another number is an error.
 """
 
 from __future__ import annotations
@@ -22,17 +19,18 @@ import numpy as np
 
 import specsr_keras
 from specsr_keras.export.client import load_signatures
-from specsr_keras.inference.flags import QualityFlag
-from specsr_keras.inference.predictors import redshift_guess
-from specsr_keras.inference.superres_predictor import measure_samples
 from specsr_keras.instruments import get_instrument
+from specsr_keras.measure.columns import sample_columns
+from specsr_keras.measure.redshift import redshift_guess
 
 _SEED_MODULUS = 2**31 - 1
 
 
 class SavedModelPredictor:
-    """`Predictor` over an exported SavedModel directory (holding saved_model.pb)."""
+    """`Predictor` of kind "samples" over an exported SavedModel directory (holding saved_model.pb)."""
 
+    kind = "samples"
+    score_columns = ("reconstruction_chi2",)
     version = specsr_keras.__version__
 
     def __init__(self, path: str | Path):
@@ -55,11 +53,14 @@ class SavedModelPredictor:
         tf = self._tf
         n = len(z_prior)
         seeds = (int(seed) + np.arange(n)) % _SEED_MODULUS
+        missing = np.full(n, np.nan, np.float32)
         feed = {
             "lowres_flux": np.asarray(batch["lowres_flux"], np.float32),
             "lowres_ivar": np.asarray(batch["lowres_ivar"], np.float32),
             "lowres_mask": np.asarray(batch["lowres_mask"], np.float32),
             "z_prior": np.asarray(z_prior, np.float32),
+            "source_sigma_arcsec": np.asarray(batch.get("source_sigma_arcsec", missing), np.float32),
+            "log_mstar": np.asarray(batch.get("log_mstar_catalog", missing), np.float32),
             "seed": seeds.astype(np.int32),
         }
         out = self._super_resolve(**{k: tf.constant(v) for k, v in feed.items()})
@@ -72,27 +73,13 @@ class SavedModelPredictor:
                              "use the Keras run (saved_models/<name>/run) or export for that instrument")
         return self
 
-    def predict(self, batch, *, samples=16, seed=0, save_spectra=False):
-        if samples > self.samples:
-            raise ValueError(
-                f"{self.path} draws {self.samples} samples per object; ask for at most "
-                f"that many or re-export with --samples {samples}"
-            )
+    def predict(self, batch, *, samples=None, seed=0, save_spectra=False):
+        if samples not in (None, self.samples):
+            raise ValueError(f"{self.path} draws {self.samples} samples per object (fixed at export); "
+                             f"leave --samples out or re-export with --samples {samples}")
         z_guess, flags = redshift_guess(batch, self.instrument)
         graph = self.call_graph(batch, z_guess, seed)
-        drawn = graph["samples"][:, :samples].astype(np.float64)
-        out = measure_samples(
-            drawn, graph["z_place"].astype(np.float64), graph["scale"].astype(np.float64)
-        )
-        out["anomaly_score"] = graph["reconstruction_chi2"].astype(np.float64)
-        flags[out.pop("fit_ok_fraction") < 0.5] |= QualityFlag.FIT_FAILED
-        out["flags"] = flags
+        out = sample_columns(graph, flags)
         if save_spectra:
-            out["sr_mean"] = drawn.mean(axis=1).astype(np.float32)
-            out["sr_std"] = drawn.std(axis=1).astype(np.float32)
+            out["sr_mean"], out["sr_std"] = graph["sr_mean"], graph["sr_std"]
         return out
-
-
-def load_saved_model_predictor(model: str) -> SavedModelPredictor:
-    """`_LOADERS` entry: a directory holding saved_model.pb."""
-    return SavedModelPredictor(model)

@@ -11,11 +11,11 @@ nothing of the caller's state is reused) that runs `check_export(path)`:
    with one clear line;
 3. every signature called once: output names, dtypes and shapes against
    signatures.json, all values finite, call time;
-4. parity: `super_resolve` samples against the Keras `SuperResolver.sample` of the run
-   (`models/superres.keras`, loaded in this process under TensorFlow) on each row with
-   the same seed — identical initial noise, so with eta = 0 both are the same
-   deterministic DDIM — after the numpy preprocessing (`preprocessor.lowres_inputs`).
-   The max |difference| relative to each object's flux scale must be <= PARITY_TOLERANCE.
+4. parity: `super_resolve` samples against the Keras `SuperResolver.generate` of the run
+   (`models/superres.keras`, loaded in this process under TensorFlow) on the same rows
+   with the same per-row noise (`graph.sampler_noise`). The max |difference| relative to
+   each object's flux scale must be <= PARITY_TOLERANCE, and the N2 medians must agree to
+   N2_PARITY_DEX.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import numpy as np
 from specsr_keras.export.client import check_inputs, load_signatures
 
 PARITY_TOLERANCE = 1e-4
+N2_PARITY_DEX = 1e-3
 
 
 class ServingCheckError(ValueError):
@@ -49,6 +50,8 @@ def sample_inputs(signatures: dict, n: int = 4, seed: int = 0) -> dict[str, np.n
         "lowres_ivar": batch["lowres_ivar"],
         "lowres_mask": batch["lowres_mask"].astype(np.float32),
         "z_prior": batch["z_prior"].astype(np.float32),
+        "source_sigma_arcsec": batch["dispersion_sigma_arcsec"].astype(np.float32),
+        "log_mstar": batch["log_mstar_catalog"].astype(np.float32),
         "seed": (seed * 1000 + np.arange(n)).astype(np.int32),
         "image": batch["image"].astype(np.float32),
     }
@@ -146,8 +149,9 @@ def parity(signatures: dict, feed: dict, result: dict, run_dir=None) -> dict:
     import keras
 
     import specsr_keras.models  # noqa: F401  (registers the specsr classes)
-    from specsr_keras.instruments import get_instrument
-    from specsr_keras.models.preprocessor import STAGE_KEYS, lowres_inputs
+    from specsr_keras.export.graph import sampler_noise
+    from specsr_keras.models.preprocessor import SpectrumPreprocessor
+    from specsr_keras.models.samplers import Sampler
 
     meta = signatures["metadata"]
     run_dir = Path(run_dir or meta["run"])
@@ -155,42 +159,31 @@ def parity(signatures: dict, feed: dict, result: dict, run_dir=None) -> dict:
     if not model_file.is_file():
         return {"skipped": f"{model_file} not found (pass --run RUN_DIR)"}
     model = keras.saving.load_model(model_file, safe_mode=True)
-    instrument = get_instrument(meta["instrument"]["instrument"])
-    worst, worst_scale = 0.0, 0.0
-    for b in range(len(feed["seed"])):
-        rows = slice(b, b + 1)
-        inputs = lowres_inputs(
-            feed["lowres_flux"][rows],
-            feed["lowres_ivar"][rows],
-            feed["lowres_mask"][rows] != 0,
-            instrument,
-            result["z_place"][rows].astype(np.float64),
-        )
-        model_inputs = {k: inputs[k] for k in STAGE_KEYS["superres"] if k in inputs}
-        drawn = model.sample(
-            model_inputs,
-            num_samples=meta["samples"],
-            steps=meta["steps"],
-            eta=meta["eta"],
-            guidance=meta["guidance"],
-            seed=int(feed["seed"][b]),
-            sampler=meta["sampler"],
-        )
-        drawn = keras.ops.convert_to_numpy(drawn)[0] * inputs["scale"][0]
-        scale = float(inputs["scale"][0])
-        worst = max(worst, float(np.max(np.abs(drawn - result["samples"][b]))) / scale)
-        worst_scale = max(worst_scale, abs(scale - float(result["scale"][b])) / scale)
+    sampler = Sampler.from_config(meta["sampler"])
+    preprocessor = SpectrumPreprocessor(meta["instrument"]["instrument"])
+    raw = {"lowres_flux": feed["lowres_flux"], "lowres_ivar": feed["lowres_ivar"], "lowres_mask": feed["lowres_mask"],
+           "z_prior": feed["z_prior"], "source_sigma_arcsec": feed["source_sigma_arcsec"],
+           "log_mstar_catalog": feed["log_mstar"]}
+    noise = sampler_noise(feed["seed"], sampler, sampler.samples, model.denoiser.sample_shape,
+                          preprocessor.observed_pixels)
+    keras_out = model.generate(raw, sampler.samples, sampler, noise=noise, preprocessor=preprocessor)
+    drawn = keras.ops.convert_to_numpy(keras_out["samples"])
+    scale = keras.ops.convert_to_numpy(keras_out["scale"])
+    worst = float(np.max(np.abs(drawn - result["samples"]) / scale[:, None, None]))
+    n2 = np.median(keras.ops.convert_to_numpy(keras_out["n2"]), axis=1)
+    n2_worst = float(np.max(np.abs(n2 - np.median(result["n2"], axis=1))))
     report = {
         "max_abs_diff_relative_to_scale": worst,
-        "scale_relative_diff": worst_scale,
+        "scale_relative_diff": float(np.max(np.abs(scale - result["scale"]) / scale)),
+        "n2_median_max_abs_diff_dex": n2_worst,
         "tolerance": PARITY_TOLERANCE,
         "rows": len(feed["seed"]),
-        "ok": worst <= PARITY_TOLERANCE,
+        "ok": worst <= PARITY_TOLERANCE and n2_worst <= N2_PARITY_DEX,
     }
     if not report["ok"]:
         raise ServingCheckError(
-            f"super_resolve differs from the Keras model by {worst:.2e} of the "
-            f"flux scale (tolerance {PARITY_TOLERANCE:.0e})"
+            f"super_resolve differs from the Keras model by {worst:.2e} of the flux scale "
+            f"(tolerance {PARITY_TOLERANCE:.0e}) and {n2_worst:.2e} dex in N2 (tolerance {N2_PARITY_DEX:.0e})"
         )
     return report
 

@@ -1,56 +1,29 @@
 """The serving endpoints of a specsr SavedModel: names, inputs, outputs, shapes, units.
 
-Plain data (no TensorFlow), shared by the exporter (which builds `tf.TensorSpec`s from
-it and writes it to `signatures.json`), `serving-check`, the REST client and the
-SavedModel predictor. Shapes use symbols: "B" batch (free), "L" the export
+Plain data (no TensorFlow, no Keras), shared by the exporter (which builds
+`tf.TensorSpec`s from it and writes it to `signatures.json`), `serving-check`, the REST
+client and the SavedModel predictor. Shapes use symbols: "B" batch (free), "L" the export
 instrument's grid length, "K" samples per object, "D" the shared embedding size;
 `resolve_endpoints` replaces L, K and D by numbers and B by None.
 
-Seeds are per row: `seed` (B,) int32. Row b's initial noise is
-`tf.random.stateless_normal((K, 320, 1), seed=[seed[b], 0])`, exactly what
-`SuperResolver.sample(row b alone, num_samples=K, seed=seed[b])` draws under the
-TensorFlow backend, so a row's answer depends on its own seed only (not on its batch
-neighbours or on server-side batching), and TF Serving's row ("instances") format works.
+Seeds are per row: `seed` (B,) int32. Noise kind i of the sampler (`Sampler.noise_shapes`:
+initial x_T, then per-step / posterior-draw noise) for row b is
+`tf.random.stateless_normal((K, *shape), seed=[seed[b] + i, 0])`, so a row's answer
+depends on its own seed only (not on its batch neighbours or on server-side batching),
+and TF Serving's row ("instances") format works.
 """
 
 from __future__ import annotations
 
-import dataclasses
+from specsr_keras.schema import PERCENTILES, QUANTITY_UNITS
+from specsr_keras.units import FLUX, IVAR
 
 SIGNATURES_FILE = "signatures.json"  # written next to saved_model.pb
-FLUX = "1e-17 erg s^-1 cm^-2 Angstrom^-1"
-IVAR = "(1e-17 erg s^-1 cm^-2 Angstrom^-1)^-2"
-LINE_FLUX = "1e-17 erg s^-1 cm^-2"
 HIRES = 320  # TARGET_GRID pixels
 IMAGE = (64, 64, 4)
-PERCENTILE_NAMES = ("p16", "p50", "p84")
-LINE_QUANTITIES = {"ha_flux": LINE_FLUX, "nii_6585_flux": LINE_FLUX, "n2": "dex", "z": ""}
-
-
-SAMPLERS = ("ddim", "dpm++2m")  # = models.diffusion.SAMPLERS (this module imports no Keras)
-
-
-@dataclasses.dataclass(frozen=True)
-class SamplingSettings:
-    """How an export draws its K samples: sampler ("ddim" or "dpm++2m", see
-    models.diffusion), network steps, samples K, DDIM eta and classifier-free guidance."""
-
-    sampler: str = "ddim"  # best calibrated and fastest for the shipped model (benchmarks/README.md)
-    steps: int = 10
-    samples: int = 16
-    eta: float = 0.0
-    guidance: float = 1.0
-
-    def __post_init__(self):
-        if self.sampler not in SAMPLERS:
-            raise ValueError(f"--sampler must be one of {SAMPLERS}, got {self.sampler!r}")
-        if self.steps < 1 or self.samples < 1:
-            raise ValueError("--steps and --samples must be >= 1 (intervals need two samples)")
-        if self.sampler == "dpm++2m" and self.eta:
-            raise ValueError("the dpm++2m sampler is deterministic: use --eta 0")
-
-    def describe(self) -> dict:
-        return dataclasses.asdict(self)
+PERCENTILE_NAMES = tuple(PERCENTILES)
+# Per-sample quantities of the super_resolve endpoint (B, K), whose percentiles it returns.
+SAMPLE_QUANTITIES = tuple(QUANTITY_UNITS)
 
 
 def _io(shape, dtype, unit, doc):
@@ -76,6 +49,11 @@ Z_PRIOR = _io(
     "redshift prior placing the Hα window; NaN = none (the window is then centred on "
     "the instrument band: pass a prior or a coarse z from the spectrum)",
 )
+CATALOGUE_INPUTS = {
+    "source_sigma_arcsec": _io(("B",), "float32", "arcsec", "Gaussian sigma of the source along the dispersion "
+                               "(sets the slitless LSF); NaN = the instrument's reference size"),
+    "log_mstar": _io(("B",), "float32", "dex(Msun)", "catalogue log10 stellar mass; NaN = none"),
+}
 SEED = _io(("B",), "int32", "", "per-row sampling seed (>= 0); same seed, same samples")
 IMAGE_INPUT = {
     "image": _io(
@@ -87,22 +65,24 @@ IMAGE_INPUT = {
 }
 
 _LINE_OUTPUTS = {
-    f"{q}_{p}": _io(
-        ("B",),
-        "float32",
-        unit,
-        f"{p[1:]}th predictive percentile from the K samples (fast in-graph estimator; "
-        "measure/intervals.py)",
-    )
-    for q, unit in LINE_QUANTITIES.items()
+    f"{q}_{p}": _io(("B",), "float32", QUANTITY_UNITS[q],
+                    f"{PERCENTILES[p]:g}th predictive percentile over the K samples (spectral/intervals.py)")
+    for q in SAMPLE_QUANTITIES
     for p in PERCENTILE_NAMES
+}
+_SAMPLE_OUTPUTS = {
+    **{q: _io(("B", "K"), "float32", QUANTITY_UNITS[q], "per-sample line measurement (spectral/lines.py)")
+       for q in SAMPLE_QUANTITIES},
+    "sigma_v_kms": _io(("B", "K"), "float32", "km/s", "per-sample gas velocity dispersion"),
+    "ok": _io(("B", "K"), "float32", "", "1 where the sample's line fit succeeded"),
 }
 
 ENDPOINTS = {
     "super_resolve": {
-        "description": "low-res grism spectrum -> K diffusion samples of the R=3600 rest-frame "
-        "window 6460-6780 Å placed at z_place, with line measurements",
-        "inputs": {**LOWRES_INPUTS, "z_prior": Z_PRIOR, "seed": SEED},
+        "description": "low-res grism spectrum (+ catalogue size and mass) -> K posterior samples of the "
+        "R=3600 rest-frame window 6460-6780 Å placed at z_place, consistent with the observed pixels, "
+        "with line measurements",
+        "inputs": {**LOWRES_INPUTS, "z_prior": Z_PRIOR, **CATALOGUE_INPUTS, "seed": SEED},
         "outputs": {
             "sr_mean": _io(
                 ("B", HIRES),
@@ -111,12 +91,17 @@ ENDPOINTS = {
                 "mean over samples, per observed Å, on TARGET_GRID rest edges x (1 + z_place)",
             ),
             "sr_std": _io(("B", HIRES), "float32", FLUX, "standard deviation over samples"),
-            "samples": _io(("B", "K", HIRES), "float32", FLUX, "diffusion samples"),
+            "samples": _io(("B", "K", HIRES), "float32", FLUX, "posterior samples"),
             "z_place": _io(("B",), "float32", "", "redshift placing the window"),
             "scale": _io(("B",), "float32", FLUX, "per-object normalisation scale"),
             "reconstruction_chi2": _io(
-                ("B",), "float32", "", "reduced chi2 of the low-res data vs sr_mean re-observed"
+                ("B",), "float32", "", "reduced chi2 of the low-res data vs sr_mean seen through the "
+                "instrument (NaN: no observing pixel)"
             ),
+            "observed_pixels": _io(("B",), "float32", "", "low-res pixels observing the window"),
+            "line_pixels": _io(("B",), "float32", "", "of those, pixels overlapping Hα + [NII] "
+                               "(0: the estimate is the prior alone)"),
+            **_SAMPLE_OUTPUTS,
             **_LINE_OUTPUTS,
         },
     },
@@ -131,8 +116,9 @@ ENDPOINTS = {
         "outputs": {"embedding": _io(("B", "D"), "float32", "", "L2-normalised")},
     },
     "spectrum_from_image": {
-        "description": "image cutout -> generated R=3600 window (mean, std over K samples)",
-        "inputs": {**IMAGE_INPUT, "seed": SEED},
+        "description": "image cutout (+ z prior, catalogue mass) -> generated R=3600 window: the "
+        "super-resolver's prior given the image alone",
+        "inputs": {**IMAGE_INPUT, "z_prior": Z_PRIOR, "log_mstar": CATALOGUE_INPUTS["log_mstar"], "seed": SEED},
         "outputs": {
             "mean": _io(
                 ("B", HIRES),
@@ -142,11 +128,13 @@ ENDPOINTS = {
                 "photometry or a spectrum to get flux density)",
             ),
             "std": _io(("B", HIRES), "float32", "normalised", "standard deviation over samples"),
+            "samples": _io(("B", "K", HIRES), "float32", "normalised", "generated samples"),
+            **{k: v for k, v in _LINE_OUTPUTS.items() if k.startswith(("n2_", "z_"))},
         },
     },
     "anomaly_score": {
         "description": "spectrum + image -> anomaly score and its components (uncalibrated)",
-        "inputs": {**LOWRES_INPUTS, "z_prior": Z_PRIOR, "seed": SEED, **IMAGE_INPUT},
+        "inputs": {**LOWRES_INPUTS, "z_prior": Z_PRIOR, **CATALOGUE_INPUTS, "seed": SEED, **IMAGE_INPUT},
         "outputs": {
             "score": _io(("B",), "float32", "", "ANOMALY_WEIGHTS combination of the components"),
             "cross_modal_disagreement": _io(

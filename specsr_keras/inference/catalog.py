@@ -30,9 +30,9 @@ from pathlib import Path
 import numpy as np
 
 from specsr_keras.data.records import SpecsrInputError, ivar_from_sigma
-from specsr_keras.inference.flags import QualityFlag
 from specsr_keras.instruments import Instrument, get_instrument, resolve_instrument_name
-from specsr_keras.resampling import resample_flux
+from specsr_keras.measure.flags import QualityFlag
+from specsr_keras.spectral.band import edges_from_centres, resample_flux
 
 __all__ = ["Catalog", "PreparedRows", "RawRows", "open_catalog", "prepare_rows"]
 
@@ -47,6 +47,7 @@ COLUMN_NAMES = {
     "z_prior": ("z_prior", "zprior"),
     "instrument": ("instrument",),
     "source_sigma_arcsec": ("source_sigma_arcsec",),
+    "log_mstar_catalog": ("log_mstar", "log_mstar_catalog", "lmass"),
     "image": ("image", "cutout"),
 }
 # Roles a catalog must have for each modality (besides object_id).
@@ -69,8 +70,9 @@ class RawRows:
     row: (n,) int64 input row (file index in directory mode); object_id: (n,) str;
     flux, ivar, mask, wavelength: (n, L) arrays or lists of 1-D arrays (None = null), or
     None when the column is absent; instrument: (n,) canonical names ("" = unknown);
-    z_prior, source_sigma_arcsec: (n,) float (NaN = none); rejects: (row, object_id,
-    reason) of units that could not be read at all.
+    z_prior, source_sigma_arcsec, log_mstar_catalog: (n,) float (NaN = none; the last a
+    catalogue log10 M*/Msun); rejects: (row, object_id, reason) of units that could not be
+    read at all.
     """
 
     row: np.ndarray
@@ -82,6 +84,7 @@ class RawRows:
     instrument: np.ndarray | None = None
     z_prior: np.ndarray | None = None
     source_sigma_arcsec: np.ndarray | None = None
+    log_mstar_catalog: np.ndarray | None = None
     rejects: list = field(default_factory=list)
     image: object = None  # (n, H, W, bands) array or list (None = null), or None if absent
 
@@ -91,7 +94,7 @@ class PreparedRows:
     """Rows ready for a predictor, plus the quarantined ones.
 
     batch: lowres_flux/ivar (B, L) float32, lowres_mask (B, L) bool on the model grid,
-    z_prior, source_sigma_arcsec (B,) float64, instrument_id (B,) int64; row (B,) int64,
+    z_prior, source_sigma_arcsec, log_mstar_catalog (B,) float64, instrument_id (B,) int64; row (B,) int64,
     object_id (B,) str and flags (B,) int64 (QualityFlag bits from validation).
     quarantine: list of (row, object_id, reason).
     """
@@ -402,7 +405,7 @@ def _raw_from_columns(columns: dict, start: int, stop: int, table_instrument: st
         flux=columns.get("flux"), ivar=ivar, image=columns.get("image"), mask=mask,
         wavelength=columns.get("wavelength"),
         instrument=instrument.astype(str), z_prior=scalar("z_prior"),
-        source_sigma_arcsec=scalar("source_sigma_arcsec"))
+        source_sigma_arcsec=scalar("source_sigma_arcsec"), log_mstar_catalog=scalar("log_mstar_catalog"))
 
 
 def _map_rows(values, function):
@@ -428,13 +431,6 @@ def _stack(values, positions, dtype=np.float64) -> np.ndarray:
     if isinstance(values, list):
         return np.array([values[p] for p in positions], dtype=dtype)
     return np.asarray(values[positions], dtype=dtype)
-
-
-def _edges_from_centres_2d(wave: np.ndarray) -> np.ndarray:
-    """Bin edges (B, L+1) from pixel centres (B, L): midpoints, ends extrapolated."""
-    mid = 0.5 * (wave[:, 1:] + wave[:, :-1])
-    return np.concatenate([2 * wave[:, :1] - mid[:, :1], mid, 2 * wave[:, -1:] - mid[:, -1:]],
-                          axis=1)
 
 
 def prepare_rows(raw: RawRows, model_instrument: Instrument | str) -> PreparedRows:
@@ -508,7 +504,7 @@ def _source_grid(raw, positions, source: Instrument, length: int, has_wave: bool
     native = np.zeros(len(positions), bool)
     if length == n_model:
         native = np.all(np.abs(wave - model.wavelength) <= SAME_GRID_TOLERANCE_A, axis=1)
-    return _edges_from_centres_2d(np.where(valid[:, None], wave, np.arange(length))), native, reason
+    return edges_from_centres(np.where(valid[:, None], wave, np.arange(length))), native, reason
 
 
 def _prepare_group(raw, positions, source: Instrument, length: int, has_wave: bool,
@@ -551,6 +547,8 @@ def _prepare_group(raw, positions, source: Instrument, length: int, has_wave: bo
     flags[invalid_prior] |= QualityFlag.Z_PRIOR_INVALID
     size = (raw.source_sigma_arcsec[positions] if raw.source_sigma_arcsec is not None
             else np.full(len(positions), np.nan))
+    mass = (raw.log_mstar_catalog[positions] if raw.log_mstar_catalog is not None
+            else np.full(len(positions), np.nan))
 
     good = reason == ""
     bad = [(int(raw.row[p]), str(raw.object_id[p]), r)
@@ -561,6 +559,7 @@ def _prepare_group(raw, positions, source: Instrument, length: int, has_wave: bo
         "lowres_mask": ~(out_ivar[good] > 0),
         "z_prior": np.where(invalid_prior, np.nan, z_prior)[good],
         "source_sigma_arcsec": size[good],
+        "log_mstar_catalog": mass[good],
         "instrument_id": np.full(good.sum(), source.instrument_id, np.int64),
         "row": raw.row[positions[good]],
         "object_id": raw.object_id[positions[good]],
@@ -576,7 +575,7 @@ def _concatenate_in_row_order(parts: list, n_pixels: int) -> dict:
         empty = {"lowres_flux": np.zeros((0, n_pixels), np.float32),
                  "lowres_ivar": np.zeros((0, n_pixels), np.float32),
                  "lowres_mask": np.zeros((0, n_pixels), bool)}
-        for key, dtype in (("z_prior", float), ("source_sigma_arcsec", float),
+        for key, dtype in (("z_prior", float), ("source_sigma_arcsec", float), ("log_mstar_catalog", float),
                            ("instrument_id", np.int64), ("row", np.int64),
                            ("object_id", str), ("flags", np.int64)):
             empty[key] = np.zeros(0, dtype)

@@ -1,95 +1,84 @@
-"""Image-only generation: `ImageToSpectrum` samples of the hi-res window -> line measurements.
+"""Image-only generation: the super-resolver's prior given an image -> line measurements.
 
 `ImageSpectrumPredictor` is a runner `Predictor` whose inputs are image cutouts (modality
-"image"): it draws K DDIM samples of the hi-res window from each galaxy's image (the
-run's `models/generator.keras`, conditioned on the image's shared embedding) and hands
-them to `measure_samples`, the same line fitter and percentiles as super-resolution.
+"image"): it draws K samples of the hi-res window from each galaxy's image with
+`SuperResolver.generate_from_image` (the prior given the image embedding, its amplitude,
+z and, where the catalogue has one, a stellar mass; no spectrum) and builds the columns
+with `measure.sample_columns`, as for super-resolution.
 
-Units: the generator works in units of the object's low-res spectrum scale, which an
-image alone does not give, so line fluxes and spectra are in those units (flag
-NO_FLUX_SCALE on every row); N2 and z do not depend on the scale. The window is placed
-at the catalog z prior, as in training; without one it is placed at rest (z = 0), z is
-NaN and the row is flagged NO_Z_PRIOR. anomaly_score is the mean per-pixel spread of
-the samples over their mean absolute level (how unsure the generator is).
+Units: without a spectrum there is no flux scale, so line fluxes and spectra are in units
+of the object's (unknown) low-res scale (flag NO_FLUX_SCALE on every row); N2 and z do not
+depend on it. The window is placed at the catalog z prior; without one at the middle of
+the Euclid band, z is NaN and the row is flagged NO_Z_PRIOR. `sample_spread` is the mean
+per-pixel spread of the samples over their mean absolute level (how unsure the prior is).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 import specsr_keras
-from specsr_keras.inference.flags import QualityFlag
-from specsr_keras.inference.predictors import DEFAULT_INSTRUMENT, PERCENTILES, QUANTITIES
-from specsr_keras.inference.superres_predictor import measure_samples
+from specsr_keras.compile import compiled
+from specsr_keras.instruments import get_instrument
+from specsr_keras.measure.columns import sample_columns
+from specsr_keras.measure.flags import QualityFlag
+from specsr_keras.spectral.window import placement_redshift
 
 __all__ = ["ImageSpectrumPredictor"]
 
 
 class ImageSpectrumPredictor:
-    """`Predictor` running a Keras ImageToSpectrum on image cutouts (B, 64, 64, 4) [nJy]."""
+    """`Predictor` of kind "samples" on image cutouts (B, 64, 64, 4) [nJy]."""
 
+    kind = "samples"
+    score_columns = ("sample_spread",)
     version = specsr_keras.__version__
     modality = "image"
     input_keys = ("image", "z_prior")
+    image_shape = (64, 64, 4)
+    instrument = "euclid_nisp_red"  # runner identity only: no spectrum is read
 
-    def __init__(self, model, model_id: str, *, steps: int = 20, eta: float = 0.0,
-                 guidance: float = 1.0):
+    def __init__(self, model, model_id: str):
         self.model = model
         self.model_id = model_id
-        self.instrument = DEFAULT_INSTRUMENT  # runner identity only: no spectrum is read
-        self.steps, self.eta, self.guidance = steps, eta, guidance
-        shape = getattr(getattr(model.embedder, "input", None), "shape", None)
-        self.image_shape = tuple(shape[1:]) if shape is not None else (64, 64, 4)
+        self.sampler = model.sampler
+        self._generate = {}
 
     @classmethod
-    def from_path(cls, path, **kwargs):
-        """From `generator.keras` or a run directory (its `models/generator.keras`)."""
-        import keras
+    def from_path(cls, path):
+        """From a run directory (its `models/superres.keras`) or a `.keras` file."""
+        from specsr_keras.inference.superres_predictor import SuperResolutionPredictor
 
-        path = Path(path)
-        file = path / "models" / "generator.keras" if path.is_dir() else path
-        if not file.is_file():
-            raise FileNotFoundError(f"{path}: no trained image-to-spectrum generator "
-                                    f"(expected {file})")
-        model = keras.saving.load_model(file, safe_mode=True)
-        return cls(model, model_id=f"generator:{path}", **kwargs)
+        keras_predictor = SuperResolutionPredictor.from_path(path)
+        return cls(keras_predictor.model, model_id=f"generator:{path}")
 
-    def sample(self, images: np.ndarray, *, samples: int, seed: int) -> np.ndarray:
-        """Samples (B, K, 320) in units of the object's spectrum scale."""
-        import keras
+    @property
+    def samples(self) -> int:
+        return self.sampler.samples
 
-        from specsr_keras.models.preprocess import normalise_image
-
-        inputs = {"image": normalise_image(np.asarray(images, np.float32))}
-        drawn = self.model.sample(inputs, num_samples=samples, steps=self.steps, eta=self.eta,
-                                  guidance=self.guidance, seed=seed)
-        return np.asarray(keras.ops.convert_to_numpy(drawn), np.float64)
-
-    def predict(self, batch, *, samples=8, seed=0, save_spectra=False):
-        images = np.asarray(batch["image"])
-        n = len(images)
+    def predict(self, batch, *, samples=None, seed=0, save_spectra=False):
+        samples = samples or self.samples
+        images = np.asarray(batch["image"], np.float32)
         z_prior = np.asarray(batch["z_prior"], np.float64)
         has_z = np.isfinite(z_prior)
-        flags = np.full(n, int(QualityFlag.NO_FLUX_SCALE), np.int64)
+        flags = np.full(len(images), int(QualityFlag.NO_FLUX_SCALE), np.int64)
         flags[~has_z] |= QualityFlag.NO_Z_PRIOR
-        if n == 0:
-            out = {f"{q}_{p}": np.zeros(0) for q in QUANTITIES for p in PERCENTILES}
-            out.update(anomaly_score=np.zeros(0), flags=flags)
-            if save_spectra:
-                out["sr_mean"] = out["sr_std"] = np.zeros((0, 320), np.float32)
-            return out
-        drawn = self.sample(images, samples=samples, seed=seed)
-        z_place = np.where(has_z, z_prior, 0.0)
-        measured = measure_samples(drawn, z_place, np.ones(n))
-        flags[measured["fit_ok_fraction"] < 0.5] |= QualityFlag.FIT_FAILED
-        out = {f"{q}_{p}": measured[f"{q}_{p}"] for q in QUANTITIES for p in PERCENTILES}
-        for p in PERCENTILES:
-            out[f"z_{p}"] = np.where(has_z, out[f"z_{p}"], np.nan)
+        import keras
+
+        z_place = keras.ops.convert_to_numpy(placement_redshift(z_prior, get_instrument(self.instrument)))
+        if samples not in self._generate:
+            self._generate[samples] = compiled(lambda image, z, noise: self.model.generate_from_image(
+                image, z, None, samples, self.sampler, noise=noise))
+        noise = self.model.noise(len(images), samples, self.sampler.replace(data_consistency=False), seed)
+        out = {k: keras.ops.convert_to_numpy(v) for k, v in self._generate[samples](images, z_place, noise).items()}
+        drawn = out["samples"]
+        out.update(reconstruction_chi2=np.full(len(images), np.nan), line_pixels=np.ones(len(images)))
+        columns = sample_columns(out, flags)
+        for name in [c for c in columns if c.startswith("z_p")]:
+            columns[name] = np.where(has_z, columns[name], np.nan)
         mean, std = drawn.mean(axis=1), drawn.std(axis=1)
-        out["anomaly_score"] = std.mean(axis=1) / np.maximum(np.abs(mean).mean(axis=1), 1e-6)
-        out["flags"] = flags
+        columns["sample_spread"] = std.mean(axis=1) / np.maximum(np.abs(mean).mean(axis=1), 1e-6)
+        del columns["reconstruction_chi2"]
         if save_spectra:
-            out["sr_mean"], out["sr_std"] = mean.astype(np.float32), std.astype(np.float32)
-        return out
+            columns["sr_mean"], columns["sr_std"] = mean.astype(np.float32), std.astype(np.float32)
+        return columns

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from specsr_keras.inference.catalog import Z_PRIOR_RANGE, PreparedRows, RawRows
-from specsr_keras.inference.flags import QualityFlag
+from specsr_keras.measure.flags import QualityFlag
 
 __all__ = ["MAX_BAD_PIXEL_FRACTION", "prepare_image_rows"]
 

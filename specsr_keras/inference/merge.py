@@ -21,17 +21,18 @@ from astropy.io import fits
 from astropy.table import Table
 
 from specsr_keras.data.fits_table import FitsTableWriter
-from specsr_keras.inference.flags import QualityFlag
 from specsr_keras.inference.manifest import QUARANTINE_NAME, RESULTS_NAME, Manifest, chunk_path
-from specsr_keras.inference.predictors import PERCENTILES, SPECTRUM_COLUMNS
+from specsr_keras.inference.predictors import SPECTRUM_COLUMNS
+from specsr_keras.measure.flags import QualityFlag
 from specsr_keras.reporting import Reporter
+from specsr_keras.schema import PERCENTILES, QUANTITIES, QUANTITY_UNITS
+from specsr_keras.units import FLUX
 
 __all__ = ["RESULT_UNITS", "merge_run"]
 
-_LINE_FLUX_UNIT = "1e-17 erg s-1 cm-2"
 RESULT_UNITS = {
-    **{f"{q}_{p}": _LINE_FLUX_UNIT for q in ("ha_flux", "nii_6585_flux") for p in PERCENTILES},
-    **{name: "1e-17 erg s-1 cm-2 Angstrom-1" for name in SPECTRUM_COLUMNS},
+    **{f"{q}_{p}": QUANTITY_UNITS[q] for q in QUANTITIES for p in PERCENTILES if QUANTITY_UNITS[q]},
+    **{name: FLUX for name in SPECTRUM_COLUMNS},
 }
 
 

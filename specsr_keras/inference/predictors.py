@@ -1,9 +1,10 @@
 """Predictors: what `specsr infer` calls on each batch, and how `--model` picks one.
 
-A predictor maps a batch of low-res spectra on its instrument grid to per-object line
-measurements with percentiles. Units: line fluxes in 1e-17 erg s^-1 cm^-2, N2 =
-log10([NII]6585/Hα) in dex, redshift dimensionless, spectra in 1e-17 erg s^-1 cm^-2 Å^-1
-on the rest-frame TARGET_GRID placed at the object's redshift (docs/contracts.md).
+A predictor maps a batch of low-res spectra on its instrument grid to per-object columns
+built by `measure.columns` from either posterior samples (kind "samples") or a line fit
+(kind "fit"). Units: line fluxes in 1e-17 erg s^-1 cm^-2, N2 = log10([NII]6585/Hα) in dex,
+redshift dimensionless, spectra in 1e-17 erg s^-1 cm^-2 Å^-1 on the rest-frame TARGET_GRID
+placed at the object's redshift (docs/contracts.md).
 """
 
 from __future__ import annotations
@@ -17,21 +18,18 @@ import numpy as np
 from scipy.special import ndtr
 
 import specsr_keras
-from specsr_keras.inference.flags import QualityFlag
-from specsr_keras.instruments import INSTRUMENT_NAMES, TARGET_GRID, get_instrument
-from specsr_keras.measure import N2_PRIOR_RANGE, coarse_redshift, direct_lowres_fit
+from specsr_keras.instruments import TARGET_GRID, get_instrument
+from specsr_keras.measure import direct_lowres_fit
+from specsr_keras.measure.columns import fit_columns
+from specsr_keras.measure.redshift import lsf_sigma_rows, redshift_guess
 from specsr_keras.physics import LINE_WAVELENGTHS, NII_DOUBLET_RATIO, SPEED_OF_LIGHT_KMS
+from specsr_keras.schema import percentile_columns
 
-__all__ = ["QUANTITIES", "PERCENTILES", "BaselinePredictor", "Predictor", "cached_predictor",
-           "empty_outputs", "load_predictor", "output_columns"]
+__all__ = ["BaselinePredictor", "Predictor", "cached_predictor", "empty_outputs", "load_predictor",
+           "output_columns"]
 
-QUANTITIES = ("ha_flux", "nii_6585_flux", "n2", "z")
-PERCENTILES = ("p16", "p50", "p84")
 SPECTRUM_COLUMNS = ("sr_mean", "sr_std")
 DEFAULT_INSTRUMENT = "euclid_nisp_red"
-# Reduced chi2 above which a fit is flagged POOR_FIT, and the Hα S/N below LOW_HA_SNR.
-POOR_FIT_CHI2_DOF = 3.0
-LOW_HA_SNR = 3.0
 
 
 class Predictor(Protocol):
@@ -40,29 +38,31 @@ class Predictor(Protocol):
     batch: lowres_flux (B, L) float32 [1e-17 erg/s/cm²/Å] on `instrument`'s grid,
     lowres_ivar (B, L), lowres_mask (B, L) bool (True = bad), z_prior (B,) (NaN = none),
     instrument_id (B,) int (the instrument that observed the row), and optionally
-    source_sigma_arcsec (B,) (source size along the dispersion, NaN = unknown).
-    Returns (B,) arrays `<q>_p16/p50/p84` for q in QUANTITIES, `anomaly_score`, `flags`
-    (int QualityFlag bits) and, with save_spectra, `sr_mean`, `sr_std` (B, 320).
-    The same batch, samples and seed give the same output.
+    source_sigma_arcsec (B,) (source size along the dispersion, NaN = unknown), image,
+    has_image, log_mstar_catalog. Returns the `output_columns(predictor, ...)` arrays (B,):
+    `measure.columns` percentiles, the predictor's `score_columns`, `flags` (QualityFlag
+    bits) and, with save_spectra, `sr_mean`, `sr_std` (B, 320). `samples` None means the
+    predictor's default. The same batch, samples and seed give the same output.
     """
 
     model_id: str
     instrument: str
+    kind: str  # "samples" or "fit"
+    score_columns: tuple[str, ...]
 
-    def predict(self, batch: dict, *, samples: int, seed: int,
+    def predict(self, batch: dict, *, samples: int | None, seed: int,
                 save_spectra: bool) -> dict[str, np.ndarray]: ...
 
 
-def output_columns(save_spectra: bool) -> tuple[str, ...]:
-    """Names of the per-object arrays a predictor returns."""
-    columns = tuple(f"{q}_{p}" for q in QUANTITIES for p in PERCENTILES)
-    columns += ("anomaly_score", "flags")
+def output_columns(predictor, save_spectra: bool) -> tuple[str, ...]:
+    """Names of the per-object arrays `predictor` returns."""
+    columns = percentile_columns() + tuple(predictor.score_columns) + ("flags",)
     return columns + (SPECTRUM_COLUMNS if save_spectra else ())
 
 
-def empty_outputs(save_spectra: bool) -> dict[str, np.ndarray]:
+def empty_outputs(predictor, save_spectra: bool) -> dict[str, np.ndarray]:
     """Zero-row predictor outputs (for a chunk whose rows were all quarantined)."""
-    out = {name: np.zeros(0) for name in output_columns(save_spectra)}
+    out = {name: np.zeros(0) for name in output_columns(predictor, save_spectra)}
     out["flags"] = np.zeros(0, np.int64)
     out.update({name: np.zeros((0, TARGET_GRID.n_pixels), np.float32)
                 for name in SPECTRUM_COLUMNS if save_spectra})
@@ -75,75 +75,36 @@ class BaselinePredictor:
     z_guess is the catalog prior, or `coarse_redshift` of the spectrum where the prior is
     NaN; `direct_lowres_fit` then uses each row's instrument LSF (source size from
     `source_sigma_arcsec`, else the instrument's reference size). Percentiles are the
-    fit's Gaussian 1σ (p50 ± err); anomaly_score is the fit's reduced chi2 (NaN when the
-    fit failed). sr_mean is the fitted model (lines + flat continuum) on TARGET_GRID at
-    R = 3600; sr_std propagates the line-flux errors only. Deterministic: `samples` and
-    `seed` are ignored.
+    fit's Gaussian errors (`measure.fit_columns`); `fit_chi2_dof` is its reduced chi2
+    (NaN when the fit failed). sr_mean is the fitted model (lines + flat continuum) on
+    TARGET_GRID at R = 3600; sr_std propagates the line-flux errors only. Deterministic:
+    `samples` and `seed` are ignored.
     """
 
     model_id = "baseline"
+    kind = "fit"
+    score_columns = ("fit_chi2_dof",)
+    samples = 1
     version = specsr_keras.__version__
 
     def __init__(self, instrument: str = DEFAULT_INSTRUMENT):
         self.instrument = get_instrument(instrument).name
 
-    def predict(self, batch, *, samples=1, seed=0, save_spectra=False):
+    def fit(self, batch) -> tuple[dict, np.ndarray]:
+        """(direct_lowres_fit output, flags (B,)) of a batch."""
         edges = get_instrument(self.instrument).bin_edges
         flux = np.asarray(batch["lowres_flux"], np.float64)
         ivar = np.where(batch["lowres_mask"], 0.0, np.asarray(batch["lowres_ivar"], np.float64))
-        lsf = self._lsf_sigma(batch)
+        lsf = lsf_sigma_rows(batch, self.instrument)
         z_guess, flags = redshift_guess(batch, self.instrument, lsf)
-        fit = direct_lowres_fit(edges, flux, ivar, lsf, z_guess)
-        ok = fit["ok"]
-        n2_free = fit["n2_unclipped"]
-        at_bound = ~((n2_free > N2_PRIOR_RANGE[0]) & (n2_free < N2_PRIOR_RANGE[1]))
-        with np.errstate(invalid="ignore"):
-            flags[~ok] |= QualityFlag.FIT_FAILED
-            flags[ok & at_bound] |= QualityFlag.N2_AT_BOUND
-            flags[ok & (fit["ha_snr"] < LOW_HA_SNR)] |= QualityFlag.LOW_HA_SNR
-            flags[ok & (fit["chi2_dof"] > POOR_FIT_CHI2_DOF)] |= QualityFlag.POOR_FIT
+        return direct_lowres_fit(edges, flux, ivar, lsf, z_guess), flags
 
-        out = {"anomaly_score": fit["chi2_dof"], "flags": flags}
-        for q in QUANTITIES:
-            value, error = fit[q], fit[q + "_err"]
-            out.update({f"{q}_p16": value - error, f"{q}_p50": value, f"{q}_p84": value + error})
+    def predict(self, batch, *, samples=None, seed=0, save_spectra=False):
+        fit, flags = self.fit(batch)
+        out = fit_columns(fit, flags)
         if save_spectra:
             out["sr_mean"], out["sr_std"] = target_grid_model(fit)
         return out
-
-    def _lsf_sigma(self, batch) -> np.ndarray:
-        return lsf_sigma_rows(batch, self.instrument)
-
-
-def redshift_guess(batch: dict, instrument: str, lsf: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(z (B,), flags (B,) int): the catalog prior, or `coarse_redshift` where it is NaN."""
-    z_guess = np.array(batch["z_prior"], np.float64)
-    flags = np.zeros(z_guess.shape, np.int64)
-    scan = ~np.isfinite(z_guess)
-    if scan.any():
-        lsf = lsf_sigma_rows(batch, instrument) if lsf is None else lsf
-        ivar = np.where(batch["lowres_mask"], 0.0, np.asarray(batch["lowres_ivar"], np.float64))
-        found = coarse_redshift(get_instrument(instrument).bin_edges,
-                                np.asarray(batch["lowres_flux"], np.float64)[scan], ivar[scan], lsf[scan])
-        z_guess[scan] = found["z"]
-        flags[scan] |= QualityFlag.Z_FROM_SPECTRUM
-        flags[np.flatnonzero(scan)[~found["ok"]]] |= QualityFlag.Z_SCAN_FAILED
-    return z_guess, flags
-
-
-def lsf_sigma_rows(batch: dict, instrument: str) -> np.ndarray:
-    """LSF sigma (B, L) [Å] on `instrument`'s grid for each row's instrument and source size."""
-    wave = get_instrument(instrument).wavelength
-    ids = np.asarray(batch["instrument_id"])
-    size = np.asarray(batch.get("source_sigma_arcsec", np.full(ids.shape, np.nan)), float)
-    lsf = np.empty((ids.size, wave.size))
-    for instrument_id in np.unique(ids):
-        rows = ids == instrument_id
-        observed_with = get_instrument(INSTRUMENT_NAMES[int(instrument_id)])
-        row_size = np.where(np.isfinite(size[rows]), size[rows],
-                            observed_with.resolving_power_source_sigma)
-        lsf[rows] = observed_with.lsf_sigma(wave[None, :], row_size[:, None])
-    return lsf
 
 
 def target_grid_model(fit: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -200,7 +161,7 @@ def _load_superres(model: str) -> Predictor:
 
 
 def _load_generator(model: str) -> Predictor:
-    """`generator:<run dir or generator.keras>`: spectra generated from image cutouts."""
+    """`generator:<run dir or superres.keras>`: spectra generated from image cutouts alone."""
     from specsr_keras.inference.generator_predictor import ImageSpectrumPredictor
 
     return ImageSpectrumPredictor.from_path(model.partition(":")[2])

@@ -16,7 +16,7 @@ import signal
 import time
 import uuid
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +46,7 @@ KILL_AFTER_CHUNKS_ENV = "SPECSR_TEST_KILL_AFTER_CHUNKS"
 KILL_WORKER_ONCE_ENV = "SPECSR_TEST_KILL_WORKER_ONCE"
 # Keys of a prepared batch that the predictor sees.
 PREDICTOR_INPUTS = ("lowres_flux", "lowres_ivar", "lowres_mask", "z_prior", "instrument_id",
-                    "source_sigma_arcsec")
+                    "source_sigma_arcsec", "log_mstar_catalog")
 
 
 @dataclass(frozen=True)
@@ -54,20 +54,22 @@ class InferConfig:
     """Settings that change the results (all recorded in the manifest).
 
     chunk_rows: rows (files in directory mode) per chunk and output file; batch: rows per
-    predictor call; samples: posterior samples per object (diffusion models); save_spectra:
-    also write the super-resolved spectrum mean/std (320 pixels each); seed: base seed.
+    predictor call; samples: posterior samples per object (diffusion models; None = the
+    model's own setting, resolved before the run starts); save_spectra: also write the
+    super-resolved spectrum mean/std (320 pixels each); seed: base seed.
     """
 
     chunk_rows: int = 4096
     batch: int = 256
-    samples: int = 16
+    samples: int | None = None
     save_spectra: bool = False
     seed: int = 0
 
     def __post_init__(self):
         for name in ("chunk_rows", "batch", "samples"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
 
 
 @dataclass(frozen=True)
@@ -162,7 +164,7 @@ def predictor_modality(predictor) -> str:
 
 def _predict(predictor, batch: dict, config: InferConfig, index: int) -> dict:
     """Predictor outputs for all rows of a prepared chunk, in batches of config.batch."""
-    columns = output_columns(config.save_spectra)
+    columns = output_columns(predictor, config.save_spectra)
     n = len(batch["row"])
     pieces = []
     for number, start in enumerate(range(0, n, config.batch)):
@@ -173,7 +175,7 @@ def _predict(predictor, batch: dict, config: InferConfig, index: int) -> dict:
                                 save_spectra=config.save_spectra)
         pieces.append({name: np.asarray(out[name]) for name in columns})
     if not pieces:  # every row quarantined
-        pieces.append(empty_outputs(config.save_spectra))
+        pieces.append(empty_outputs(predictor, config.save_spectra))
     return {name: np.concatenate([piece[name] for piece in pieces]) for name in columns}
 
 
@@ -203,6 +205,7 @@ def run_inference(catalog_path, model: str, run_dir, config: InferConfig = Infer
     if Path(model).exists():  # workers may run elsewhere: absolute paths only
         model = str(Path(model).resolve())
     predictor = cached_predictor(model)
+    config = replace(config, samples=resolved_samples(predictor, config.samples))
     catalog = open_catalog(catalog_path, predictor_modality(predictor))
     run_dir = Path(run_dir).resolve()
     if overwrite:
@@ -240,6 +243,19 @@ def run_inference(catalog_path, model: str, run_dir, config: InferConfig = Infer
         merged = merge_run(run_dir, reporter=reporter)
         summary.results, summary.quarantine = merged["results"], merged["quarantine"]
     return summary
+
+
+def resolved_samples(predictor, samples: int | None) -> int:
+    """The samples per object a run uses: `samples`, or the predictor's own default; an
+    export's fixed K (a SavedModel) cannot be changed (ValueError, before any work)."""
+    fixed = getattr(predictor, "signatures", None) is not None
+    default = int(getattr(predictor, "samples", 1))
+    if samples is None:
+        return default
+    if fixed and samples != default:
+        raise ValueError(f"{predictor.model_id} draws {default} samples per object (fixed at export); "
+                         f"leave --samples out or re-export with --samples {samples}")
+    return int(samples)
 
 
 def _execute(tasks, workers, scheduler, retries):

@@ -29,7 +29,13 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import erf
 
-from specsr_keras.physics import LINE_WAVELENGTHS, NII_DOUBLET_RATIO, SPEED_OF_LIGHT_KMS
+from specsr_keras.physics import (
+    LINE_WAVELENGTHS,
+    N2_RANGE,
+    NII_DOUBLET_RATIO,
+    SIGMA_V_BOUNDS_KMS,
+    SPEED_OF_LIGHT_KMS,
+)
 
 __all__ = [
     "HALPHA",
@@ -42,11 +48,8 @@ __all__ = [
     "fit_target_grid",
 ]
 
-# N2 = log10([NII]6585/Hα) range of the prior (SCIENCE.md, Faisst et al. 2018 grid plus
-# AGN headroom); `n2` is clipped to it, `n2_unclipped` is not.
-N2_PRIOR_RANGE = (-2.0, 0.5)
-# Physical bounds on the intrinsic velocity dispersion [km/s].
-SIGMA_V_BOUNDS_KMS = (20.0, 500.0)
+# N2 range (`physics.N2_RANGE`): `n2` is clipped to it, `n2_unclipped` is not.
+N2_PRIOR_RANGE = N2_RANGE
 # Minimum continuum margin on each side of the outermost line [Å, rest frame].
 CONTINUUM_MARGIN_REST_A = 30.0
 # Continuum margin in units of the broadest allowed line sigma.

@@ -10,6 +10,9 @@ z_guess for `fit_halpha_nii`.
 estimator that Martens et al. 2019 (MNRAS 485, 211) show is biased redward by
 ~42-217 km/s for N2 = -1.2 … -0.3 (SCIENCE.md); it exists to measure that bias.
 
+`redshift_guess` gives every catalogue row the z a predictor places its window at: the
+catalogue prior, or `coarse_redshift` where there is none (flagged Z_FROM_SPECTRUM).
+
 Units: Å (observed, vacuum), flux density 1e-17 erg/s/cm²/Å, LSF sigma in Å.
 """
 
@@ -17,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from specsr_keras.instruments import INSTRUMENT_NAMES, get_instrument
+from specsr_keras.measure.flags import QualityFlag
 from specsr_keras.measure.linefit import (
     CONTINUUM_MARGIN_REST_A,
     CONTINUUM_MARGIN_SIGMAS,
@@ -34,7 +39,7 @@ from specsr_keras.measure.linefit import (
 )
 from specsr_keras.physics import LINE_WAVELENGTHS, NII_DOUBLET_RATIO, SPEED_OF_LIGHT_KMS
 
-__all__ = ["coarse_redshift", "centroid_redshift_ignoring_nii"]
+__all__ = ["coarse_redshift", "centroid_redshift_ignoring_nii", "lsf_sigma_rows", "redshift_guess"]
 
 _NII_6550 = LINE_WAVELENGTHS["nii_6550"]
 _NII_6585 = LINE_WAVELENGTHS["nii_6585"]
@@ -259,3 +264,34 @@ def _continuum_outside(slab, in_blend):
     slope = np.where(good, (s0 * f1 - s1 * f0) / safe, 0.0)
     level = np.where(good, (s2 * f0 - s1 * f1) / safe, f0 / np.maximum(s0, 1e-300))
     return level[:, None] + slope[:, None] * x
+
+
+def redshift_guess(batch: dict, instrument: str, lsf: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(z (B,), flags (B,) int): the catalog prior, or `coarse_redshift` where it is NaN."""
+    z_guess = np.array(batch["z_prior"], np.float64)
+    flags = np.zeros(z_guess.shape, np.int64)
+    scan = ~np.isfinite(z_guess)
+    if scan.any():
+        lsf = lsf_sigma_rows(batch, instrument) if lsf is None else lsf
+        ivar = np.where(batch["lowres_mask"], 0.0, np.asarray(batch["lowres_ivar"], np.float64))
+        found = coarse_redshift(get_instrument(instrument).bin_edges,
+                                np.asarray(batch["lowres_flux"], np.float64)[scan], ivar[scan], lsf[scan])
+        z_guess[scan] = found["z"]
+        flags[scan] |= QualityFlag.Z_FROM_SPECTRUM
+        flags[np.flatnonzero(scan)[~found["ok"]]] |= QualityFlag.Z_SCAN_FAILED
+    return z_guess, flags
+
+
+def lsf_sigma_rows(batch: dict, instrument: str) -> np.ndarray:
+    """LSF sigma (B, L) [Å] on `instrument`'s grid for each row's instrument and source size."""
+    wave = get_instrument(instrument).wavelength
+    ids = np.asarray(batch["instrument_id"])
+    size = np.asarray(batch.get("source_sigma_arcsec", np.full(ids.shape, np.nan)), float)
+    lsf = np.empty((ids.size, wave.size))
+    for instrument_id in np.unique(ids):
+        rows = ids == instrument_id
+        observed_with = get_instrument(INSTRUMENT_NAMES[int(instrument_id)])
+        row_size = np.where(np.isfinite(size[rows]), size[rows],
+                            observed_with.resolving_power_source_sigma)
+        lsf[rows] = observed_with.lsf_sigma(wave[None, :], row_size[:, None])
+    return lsf

@@ -2,10 +2,12 @@
 
 Backbones: `UNet1D`, `UNet2D`, `SpectrumEncoder`, `ImageEncoder`.
 Tasks (trained with plain `model.fit`, loss in `compute_loss`):
-`SuperResolver`, `ImageToSpectrum`, `SpectrumDiffusionAutoencoder`,
+`SuperResolver` (cross-modal prior, sampled as a posterior; also the image-to-spectrum
+generator), `SpectrumDiffusionAutoencoder`,
 `ImageDiffusionAutoencoder`, `ContrastiveAligner`, generic `DiffusionModel`.
 Factories and named configs (`micro`, `tiny`, `base`): `presets`.
-Input normalisation (keras.ops, reusable in-graph): `preprocess`.
+Input normalisation and the preprocessor (keras.ops, reusable in-graph): `preprocess`,
+`preprocessor`; samplers saved with a model: `samplers`.
 """
 
 from specsr_keras.models.autoencoders import (
@@ -21,11 +23,10 @@ from specsr_keras.models.contrastive import (
 from specsr_keras.models.diffusion import DiffusionModel, GaussianDiffusion
 from specsr_keras.models.encoders import ImageEncoder, SpectrumEncoder
 from specsr_keras.models.flops import count_flops
-from specsr_keras.models.generator import ImageToSpectrum
 from specsr_keras.models.presets import (
     build_aligner,
     build_image_autoencoder,
-    build_image_to_spectrum,
+    build_image_embedder,
     build_spectrum_autoencoder,
     build_spectrum_embedder,
     build_superresolver,
@@ -41,7 +42,6 @@ __all__ = [
     "GaussianDiffusion",
     "ImageDiffusionAutoencoder",
     "ImageEncoder",
-    "ImageToSpectrum",
     "ProjectionHead",
     "SpectrumDiffusionAutoencoder",
     "SpectrumEncoder",
@@ -50,7 +50,7 @@ __all__ = [
     "UNet2D",
     "build_aligner",
     "build_image_autoencoder",
-    "build_image_to_spectrum",
+    "build_image_embedder",
     "build_spectrum_autoencoder",
     "build_spectrum_embedder",
     "build_superresolver",

@@ -17,7 +17,8 @@ The models never see physical units. What a caller must do for one object:
    `denormalise_spectrum(samples, scale)` -> physical flux (1e-17 cgs).
 
 Images: `normalise_image(image)` = arcsinh(image / (softening * q)) / arcsinh(1 / softening)
-with q the per-object 99 % quantile over all pixels and bands.
+with q = `image_level(image)`, the per-object 99 % quantile over all pixels and bands; the
+models also get log10 q as the image's amplitude (the brightness the stretch removes).
 """
 
 from keras import ops
@@ -86,12 +87,20 @@ def denormalise_spectrum(x, scale):
     return x * _per_object(scale, x)
 
 
+def image_level(image, quantile=0.99):
+    """Per-object brightness level (B,) of cutouts (B, H, W, bands): the `quantile` of all
+    pixels and bands (non-finite ones count as 0; image units, e.g. nJy), floored at 1e-12.
+    Found with top_k (the k-th largest value) rather than a full sort."""
+    image = ops.cast(image, "float32")
+    flat = ops.reshape(ops.where(ops.isfinite(image), image, 0.0), (ops.shape(image)[0], -1))
+    size = flat.shape[-1]
+    k = size - int(quantile * (size - 1))  # the same order statistic as _masked_quantile
+    return ops.maximum(ops.top_k(flat, k)[0][:, -1], 1e-12)
+
+
 def normalise_image(image, softening=0.05, quantile=0.99):
     """Per-object arcsinh stretch of a cutout (B, H, W, bands); peak ~1, background ~0."""
     image = ops.cast(image, "float32")
-    finite = ops.isfinite(image)
-    image = ops.where(finite, image, 0.0)
-    flat = ops.reshape(image, (ops.shape(image)[0], -1))
-    level, _ = _masked_quantile(flat, ops.ones_like(flat) > 0, quantile)
-    level = _per_object(ops.maximum(level, 1e-12), image)
+    image = ops.where(ops.isfinite(image), image, 0.0)
+    level = _per_object(image_level(image, quantile), image)
     return ops.arcsinh(image / (softening * level)) / ops.arcsinh(1.0 / softening)

@@ -18,7 +18,6 @@ from specsr_keras.models.autoencoders import (
 )
 from specsr_keras.models.contrastive import ContrastiveAligner, ProjectionHead
 from specsr_keras.models.encoders import ImageEncoder, SpectrumEncoder
-from specsr_keras.models.generator import ImageToSpectrum
 from specsr_keras.models.superres import SuperResolver
 from specsr_keras.models.unet1d import UNet1D
 from specsr_keras.models.unet2d import UNet2D
@@ -62,7 +61,7 @@ PRESETS = {
             "num_heads": 2,
             "embedding_dim": 16,
         },
-        "superres": {"instrument_dim": 16, "target_scale": 1.0, "condition_dropout": 0.1},
+        "superres": {"instrument_dim": 16, "context_dim": 16, "target_scale": 1.0},
     },
     "tiny": {
         "embedding_dim": 32,
@@ -101,7 +100,7 @@ PRESETS = {
             "num_heads": 2,
             "embedding_dim": 64,
         },
-        "superres": {"instrument_dim": 8, "target_scale": 1.0, "condition_dropout": 0.1},
+        "superres": {"instrument_dim": 8, "context_dim": 64, "target_scale": 1.0},
     },
     "base": {
         "embedding_dim": 128,
@@ -141,7 +140,7 @@ PRESETS = {
             "num_heads": 4,
             "embedding_dim": 256,
         },
-        "superres": {"instrument_dim": 16, "target_scale": 1.0, "condition_dropout": 0.1},
+        "superres": {"instrument_dim": 16, "context_dim": 128, "target_scale": 1.0},
     },
 }
 
@@ -215,42 +214,31 @@ def build_spectrum_embedder(preset="tiny", **overrides):
     return keras.Model(inputs, head(encoder(inputs)), name="spectrum_embedder")
 
 
-def build_superresolver(preset="tiny", embedder=None, seed=None, **overrides):
-    """SuperResolver; `embedder` defaults to a fresh (trainable) spectrum embedder."""
+def build_image_embedder(preset="tiny", **overrides):
+    """A fresh image encoder + projection head as one functional model."""
     config = get_preset(preset, **overrides)
-    embedder = embedder or build_spectrum_embedder(preset, **overrides)
+    encoder = build_image_encoder(preset, **overrides)
+    head = ProjectionHead(config["embedding_dim"], config["projection_hidden"], name="head")
+    image = keras.Input(IMAGE_SHAPE, name="image")
+    return keras.Model(image, head(encoder(image)), name="image_embedder")
+
+
+def build_superresolver(preset="tiny", spectrum_embedder=None, image_embedder=None, seed=None, **overrides):
+    """SuperResolver; the embedders default to fresh (trainable) encoders + projection heads."""
+    config = get_preset(preset, **overrides)
     sr = config["superres"]
     denoiser = UNet1D(
         length=TARGET_LENGTH,
         extra_channels=2,
-        condition_dim=config["embedding_dim"] + sr["instrument_dim"],
+        condition_dim=sr["context_dim"],
         **config["superres_denoiser"],
     )
     return SuperResolver(
         denoiser,
-        embedder,
+        spectrum_embedder or build_spectrum_embedder(preset, **overrides),
+        image_embedder or build_image_embedder(preset, **overrides),
         embedding_dim=config["embedding_dim"],
         num_instruments=NUM_INSTRUMENTS,
         seed=seed,
         **sr,
-    )
-
-
-def build_image_to_spectrum(preset="tiny", embedder=None, seed=None, **overrides):
-    """ImageToSpectrum; `embedder` defaults to a fresh image encoder + projection head."""
-    config = get_preset(preset, **overrides)
-    if embedder is None:
-        encoder = build_image_encoder(preset, **overrides)
-        head = ProjectionHead(config["embedding_dim"], config["projection_hidden"], name="head")
-        image = keras.Input(IMAGE_SHAPE, name="image")
-        embedder = keras.Model(image, head(encoder(image)), name="image_embedder")
-    denoiser = UNet1D(
-        length=TARGET_LENGTH, condition_dim=config["embedding_dim"], **config["superres_denoiser"]
-    )
-    return ImageToSpectrum(
-        denoiser,
-        embedder,
-        target_scale=config["superres"]["target_scale"],
-        condition_dropout=config["superres"]["condition_dropout"],
-        seed=seed,
     )

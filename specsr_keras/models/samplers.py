@@ -115,11 +115,14 @@ class Sampler:
     deterministic, 1 ancestral; guidance: classifier-free guidance scale (1 = none);
     data_consistency: use `LinearData` when the caller gives it; prior_scale: multiplies
     the prior variance in P_t; posterior_draws: draw x0 from the Gaussian posterior at
-    each step instead of taking its mean (needs noise, see `draw_noise`).
+    each step instead of taking its mean (needs noise, see `draw_noise`); amortised: a
+    conditional model also conditions its denoiser on the observation itself (models that
+    have such an input, e.g. `SuperResolver`'s spectrum modality); samples: draws per object
+    (K) when a caller does not say.
     """
 
     def __init__(self, kind="ddim", steps=10, eta=0.0, guidance=1.0, data_consistency=True, prior_scale=1.0,
-                 posterior_draws=False):
+                 posterior_draws=False, amortised=False, samples=8):
         if kind not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {kind!r}")
         if kind == "dpm++2m" and (eta or posterior_draws):
@@ -129,11 +132,15 @@ class Sampler:
         self.kind, self.steps, self.eta = kind, int(steps), float(eta)
         self.guidance, self.data_consistency = float(guidance), bool(data_consistency)
         self.prior_scale, self.posterior_draws = float(prior_scale), bool(posterior_draws)
+        self.amortised = bool(amortised)
+        self.samples = int(samples)
+        if self.samples < 1:
+            raise ValueError(f"samples must be >= 1, got {samples}")
 
     def get_config(self) -> dict:
         return {"kind": self.kind, "steps": self.steps, "eta": self.eta, "guidance": self.guidance,
                 "data_consistency": self.data_consistency, "prior_scale": self.prior_scale,
-                "posterior_draws": self.posterior_draws}
+                "posterior_draws": self.posterior_draws, "amortised": self.amortised, "samples": self.samples}
 
     @classmethod
     def from_config(cls, config):
@@ -141,10 +148,13 @@ class Sampler:
 
     def replace(self, **changes) -> Sampler:
         """A copy with some settings changed (None values are ignored)."""
+        unknown = sorted(set(changes) - set(self.get_config()))
+        if unknown:
+            raise ValueError(f"unknown sampler setting(s) {unknown}; known: {sorted(self.get_config())}")
         return Sampler(**{**self.get_config(), **{k: v for k, v in changes.items() if v is not None}})
 
     def describe(self) -> str:
-        text = f"{self.kind}, {self.steps} steps"
+        text = f"{self.samples} samples x {self.kind}, {self.steps} steps" + (", amortised" if self.amortised else "")
         text += f", eta {self.eta:g}" if self.eta else ""
         text += f", guidance {self.guidance:g}" if self.guidance != 1.0 else ""
         if self.data_consistency:

@@ -1,35 +1,54 @@
-"""`SuperResolver`: conditional 1D diffusion from a grism spectrum to the hi-res window.
+"""`SuperResolver`: a cross-modal diffusion prior over the hi-res window, sampled as a posterior.
 
-Conditioning (see docs/contracts.md for the grids):
-(a) input channels: the low-res spectrum resampled onto TARGET_GRID (rest frame, via
-    the redshift prior) and its weight, concatenated to the noisy hi-res sample;
-(b) the low-res spectrum's shared embedding, either given as "embedding" or computed
-    from "lowres"/"lowres_weight" (ENCODER_GRID) by `embedder` (spectrum encoder +
-    projection head, e.g. `ContrastiveAligner.spectrum_embedder()`; freeze it with
-    `model.embedder.trainable = False` to keep the shared space fixed);
-(c) an instrument-id embedding.
-(b)+(c) form the condition vector (FiLM); classifier-free guidance drops it together
-with the low-res channels, so the null branch is a prior over hi-res spectra.
+The model is a 1D U-Net denoiser of the rest-frame hi-res window x0 (TARGET_GRID, 320 bins,
+in units of the object's low-res scale / `target_scale`), conditioned on whatever a
+catalogue has for the galaxy. Each *modality* is optional and has a learned "missing"
+value; in training each is dropped at random (`modality_keep`), so one model serves
+every subset:
 
-Inputs (dict), all spectra normalised per object by the *low-res* scale
-(`preprocess.py`):
-    "lowres_on_target", "lowres_on_target_weight": (B, 320) float
-    "lowres", "lowres_weight": (B, 512) float  (not needed if "embedding" is given)
-    "embedding": (B, embedding_dim) float       (optional)
-    "instrument": (B,) int
-    "hires", "hires_weight": (B, 320) float     (training only; weight 0 = masked)
-Inside, spectra are divided by `target_scale` (hi-res lines are much taller than
-their low-res image; a scale > 1 keeps the diffusion's data range near unit variance).
-`sample(...)` returns (B, K, 320) in the caller's normalised units.
+- "spectrum": the low-res spectrum resampled onto the window (2 input channels: flux,
+  weight) and its shared embedding ("spectrum_embedding", or computed from "lowres",
+  "lowres_weight", "instrument" by `spectrum_embedder`);
+- "image": the image's shared embedding ("image_embedding", or from "image" by
+  `image_embedder`) and its log amplitude ("log_image_amplitude", the cutout's
+  normalisation level, log10 nJy);
+- "amplitude": log10 of the low-res scale ("log_scale": 1e-17 erg/s/cm²/Å);
+- "mass": a catalogue log10 M*/Msun ("log_mstar").
+Always given: the placement redshift "z_place" and "instrument" (B,) int. Presence flags
+"has_spectrum", "has_image", "has_amplitude", "has_mass" (B,) in {0, 1} (default 1 when the
+modality's inputs are given, else 0) say what a row has.
+
+Sampling (`sample`) is posterior sampling when a `window.Observation` of the low-res
+pixels is given: the sampler's data-consistency step conditions each clean estimate on
+y = A x0 + noise (`samplers`), with the prior covariance of x0 estimated from the training
+set (`fit_prior_covariance`, stored as non-trainable weights). The sampler's `amortised`
+setting says whether the denoiser also sees the spectrum modality (the amortised map
+low-res -> hi-res of earlier versions; with the data step on as well it counts the data
+twice, see POSTERIOR.md of the design notes). Image only, no observation: the
+image-to-spectrum generator.
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 from specsr_keras.models.diffusion import HiresSpectrumTask
 from specsr_keras.models.preprocess import masked_flux
+from specsr_keras.models.preprocessor import SpectrumPreprocessor, image_inputs
+from specsr_keras.models.samplers import LinearData, Sampler
+from specsr_keras.spectral.lines import measure_windows
+from specsr_keras.spectral.window import WINDOW_BINS
 
 register = keras.saving.register_keras_serializable(package="specsr")
+
+MODALITIES = ("spectrum", "image", "amplitude", "mass")
+# Keep probabilities of each modality in training (the rest of the time it is "missing").
+DEFAULT_MODALITY_KEEP = {"spectrum": 0.5, "image": 0.7, "amplitude": 0.8, "mass": 0.5}
+# Rest wavelengths [Å] spanning [NII]6550, Hα and [NII]6585: a row without an observing pixel
+# here has no data on the lines (its result is the prior alone).
+LINE_REGION = (6540.0, 6595.0)
+# Scalar inputs are centred on these typical values before their projection.
+_LOG_MSTAR_CENTRE, _Z_CENTRE = 10.0, 1.4
 
 
 def sample_mean_std(samples):
@@ -39,64 +58,264 @@ def sample_mean_std(samples):
 
 @register
 class SuperResolver(HiresSpectrumTask):
-    _nested = ("denoiser", "embedder")
+    _nested = ("denoiser", "spectrum_embedder", "image_embedder")
 
     def __init__(
         self,
         denoiser,
-        embedder=None,
+        spectrum_embedder=None,
+        image_embedder=None,
         embedding_dim=32,
         num_instruments=6,
         instrument_dim=8,
+        context_dim=64,
         target_scale=1.0,
-        condition_dropout=0.1,
+        modality_keep=None,
+        sampler=None,
+        preprocessor=None,
         **kwargs,
     ):
-        expected = embedding_dim + instrument_dim
-        if denoiser.condition_dim != expected or denoiser.extra_channels != 2:
+        if denoiser.condition_dim != context_dim or denoiser.extra_channels != 2:
             raise ValueError(
-                f"denoiser needs condition_dim={expected} and extra_channels=2, got "
+                f"denoiser needs condition_dim={context_dim} and extra_channels=2, got "
                 f"{denoiser.condition_dim} and {denoiser.extra_channels}"
             )
-        super().__init__(
-            denoiser, condition_dim=expected, condition_dropout=condition_dropout, **kwargs
-        )
-        self.embedder = embedder
+        kwargs.pop("condition_dropout", None)  # modality dropout replaces it
+        super().__init__(denoiser, condition_dim=context_dim, condition_dropout=0.0, **kwargs)
+        self.spectrum_embedder = spectrum_embedder
+        self.image_embedder = image_embedder
         self.embedding_dim = int(embedding_dim)
         self.num_instruments = int(num_instruments)
         self.instrument_dim = int(instrument_dim)
+        self.context_dim = int(context_dim)
         self.target_scale = float(target_scale)
-        self.instrument_embedding = keras.layers.Embedding(
-            num_instruments, instrument_dim, name="instrument_embedding"
-        )
+        self.modality_keep = {**DEFAULT_MODALITY_KEEP, **(modality_keep or {})}
+        if isinstance(sampler, dict):
+            sampler = keras.saving.deserialize_keras_object(sampler)
+        self.sampler = sampler or Sampler()
+        if isinstance(preprocessor, dict):
+            preprocessor = keras.saving.deserialize_keras_object(preprocessor)
+        self.preprocessor = preprocessor or SpectrumPreprocessor()
+        self.instrument_embedding = keras.layers.Embedding(num_instruments, instrument_dim, name="instrument_embedding")
         self.instrument_embedding.build((None,))
+        feature_dims = {"spectrum": embedding_dim, "image": embedding_dim + 1, "amplitude": 1, "mass": 1}
+        self.projections, self.missing = {}, {}
+        for name in MODALITIES:
+            projection = keras.layers.Dense(context_dim, name=f"{name}_projection")
+            projection.build((None, feature_dims[name]))
+            self.projections[name] = projection
+            self.missing[name] = self.add_weight(shape=(context_dim,), initializer="zeros", name=f"{name}_missing")
+        self.redshift_projection = keras.layers.Dense(context_dim, name="redshift_projection")
+        self.redshift_projection.build((None, 1 + instrument_dim))
+        self.context_out = keras.layers.Dense(context_dim, name="context_out")
+        self.context_out.build((None, context_dim))
+        n = denoiser.sample_shape[0]
+        self.prior_basis = self.add_weight(shape=(n, n), initializer="identity", trainable=False, name="prior_basis")
+        self.prior_eigenvalues = self.add_weight(shape=(n,), initializer="ones", trainable=False,
+                                                 name="prior_eigenvalues")
+        self.seed_generator = keras.random.SeedGenerator(kwargs.get("seed"))
         self.built = True
 
-    def embed(self, inputs):
-        """The shared embedding of the low-res spectrum (B, embedding_dim)."""
-        if "embedding" in inputs:
-            return inputs["embedding"]
-        if self.embedder is None:
-            raise ValueError("no 'embedding' input and no embedder to compute it")
+    # --- modalities -------------------------------------------------------------------
+    def presence(self, inputs, training=None):
+        """{modality: (B,) float32 in {0, 1}}: given, and (in training) not dropped."""
+        batch = ops.shape(inputs["z_place"])[0]
+        needs = {"spectrum": "lowres_on_target", "image": "log_image_amplitude", "amplitude": "log_scale",
+                 "mass": "log_mstar"}
+        present = {}
+        for name in MODALITIES:
+            flag = inputs.get(f"has_{name}")
+            if flag is None:
+                flag = ops.ones((batch,)) if needs[name] in inputs else ops.zeros((batch,))
+            flag = ops.cast(flag, "float32")
+            if training:
+                keep = keras.random.uniform((batch,), seed=self.seed_generator) < self.modality_keep[name]
+                flag = flag * ops.cast(keep, "float32")
+            present[name] = flag
+        return present
+
+    def embed_spectrum(self, inputs):
+        """The low-res spectrum's shared embedding (B, embedding_dim)."""
+        if "spectrum_embedding" in inputs:
+            return inputs["spectrum_embedding"]
         weight = inputs["lowres_weight"]
         spectrum = ops.stack([masked_flux(inputs["lowres"], weight), weight], axis=-1)
-        instrument = ops.convert_to_tensor(inputs["instrument"])
-        return self.embedder({"spectrum": spectrum, "instrument": instrument})
+        return self.spectrum_embedder({"spectrum": spectrum, "instrument": ops.convert_to_tensor(inputs["instrument"])})
 
-    def conditioning(self, inputs, training=None):
+    def embed_image(self, inputs):
+        """The image's shared embedding (B, embedding_dim)."""
+        if "image_embedding" in inputs:
+            return inputs["image_embedding"]
+        return self.image_embedder(inputs["image"])
+
+    def _features(self, name, inputs, batch):
+        """Raw features of a modality (zeros where its inputs are absent from the dict)."""
+        if name == "spectrum":
+            present = "spectrum_embedding" in inputs or "lowres" in inputs
+            return self.embed_spectrum(inputs) if present else ops.zeros((batch, self.embedding_dim))
+        if name == "image":
+            if "image_embedding" not in inputs and "image" not in inputs:
+                return ops.zeros((batch, self.embedding_dim + 1))
+            amplitude = ops.reshape(ops.cast(inputs["log_image_amplitude"], "float32"), (-1, 1))
+            return ops.concatenate([self.embed_image(inputs), amplitude], axis=-1)
+        key, centre = {"amplitude": ("log_scale", 0.0), "mass": ("log_mstar", _LOG_MSTAR_CENTRE)}[name]
+        if key not in inputs:
+            return ops.zeros((batch, 1))
+        return ops.reshape(ops.cast(inputs[key], "float32") - centre, (-1, 1))
+
+    def conditioning(self, inputs, training=None, amortised=True):
+        """(context (B, context_dim), extra channels (B, 320, 2)); `amortised` False drops the
+        spectrum modality (the denoiser is then a prior given the other modalities)."""
+        batch = ops.shape(inputs["z_place"])[0]
+        present = self.presence(inputs, training)
+        if not amortised:
+            present["spectrum"] = ops.zeros((batch,))
+        context = 0.0
+        for name in MODALITIES:
+            features = self._features(name, inputs, batch)
+            features = ops.where(ops.isfinite(features), features, 0.0)  # a NaN mass is a missing one
+            flag = ops.expand_dims(present[name], -1)
+            context = context + flag * self.projections[name](features) + (1.0 - flag) * self.missing[name]
+        redshift = ops.reshape(ops.cast(inputs["z_place"], "float32") - _Z_CENTRE, (-1, 1))
         instrument = self.instrument_embedding(inputs["instrument"])
-        condition = ops.concatenate([self.embed(inputs), instrument], axis=-1)
-        weight = inputs["lowres_on_target_weight"]
-        flux = masked_flux(inputs["lowres_on_target"], weight) / self.target_scale
-        extra = ops.stack([flux, weight], axis=-1)
-        return condition, extra
+        context = context + self.redshift_projection(ops.concatenate([redshift, instrument], axis=-1))
+        context = self.context_out(ops.silu(context))
+        empty = ops.zeros((batch, WINDOW_BINS))
+        weight = inputs["lowres_on_target_weight"] if "lowres_on_target_weight" in inputs else empty
+        flux = inputs["lowres_on_target"] if "lowres_on_target" in inputs else empty
+        keep = ops.expand_dims(present["spectrum"], -1)
+        flux = masked_flux(flux, weight) / self.target_scale * keep
+        extra = ops.stack([flux, weight * keep], axis=-1)
+        return context, extra
+
+    # --- the prior covariance ---------------------------------------------------------
+    def fit_prior_covariance(self, hires, hires_weight):
+        """Set the prior's covariance basis from training windows (N, 320) in normalised units
+        (numpy). Pixels not covered (weight 0: after placement, often a few at the window's
+        ends) take the nearest covered value of their row; rows with no covered pixel are
+        left out. Eigenvalues are floored at 1e-6 of the largest."""
+        covered = np.asarray(hires_weight) > 0
+        rows = covered.any(axis=1)
+        if rows.sum() < 2:
+            raise ValueError("the prior covariance needs at least two hi-res windows")
+        x0, covered = np.asarray(hires, np.float64)[rows] / self.target_scale, covered[rows]
+        index = np.arange(x0.shape[1])
+        left = np.maximum.accumulate(np.where(covered, index, -1), axis=1)
+        right = np.flip(np.minimum.accumulate(np.flip(np.where(covered, index, x0.shape[1]), 1), axis=1), 1)
+        nearest = np.where(left >= 0, left, right)
+        nearest = np.where((right < x0.shape[1]) & ((left < 0) | (right - index < index - left)), right, nearest)
+        filled = np.take_along_axis(x0, nearest, axis=1)
+        eigenvalues, basis = np.linalg.eigh(np.cov(filled, rowvar=False))
+        eigenvalues = np.maximum(eigenvalues, 1e-6 * eigenvalues.max())
+        self.prior_basis.assign(basis.astype(np.float32))
+        self.prior_eigenvalues.assign(eigenvalues.astype(np.float32))
+
+    def linear_data(self, observation, scale, samples, prior_scale):
+        """`LinearData` for the sampler from a `window.Observation` (physical units) and the
+        objects' scales (B,): in model units x = window / (scale target_scale)."""
+        root_ivar = ops.sqrt(ops.cast(observation.ivar, "float32"))
+        units = ops.reshape(ops.cast(scale, "float32") * self.target_scale, (-1, 1, 1))
+        operator = observation.operator * ops.expand_dims(root_ivar, -1) * units
+        return LinearData(operator, root_ivar * observation.flux, ops.convert_to_tensor(self.prior_basis),
+                          ops.convert_to_tensor(self.prior_eigenvalues), samples, prior_scale)
+
+    # --- sampling ---------------------------------------------------------------------
+    def sample(self, inputs, num_samples=None, sampler=None, observation=None, seed=None, noise=None):
+        """K = num_samples posterior draws per row: (B, K, 320) in the inputs' normalised units.
+
+        inputs: the model inputs (incl. "scale" (B,) when an observation is given);
+        observation: `spectral.window.Observation` of the low-res pixels (physical units) for
+        the data-consistency step, or None; sampler: a `Sampler` (default: the model's);
+        noise: `sampler.draw_noise(B K, (320, 1), seed, observed=M)` drawn outside (for a
+        compiled caller), else drawn here from `seed`.
+        """
+        sampler = sampler or self.sampler
+        num_samples = num_samples or sampler.samples
+        inputs = {k: ops.convert_to_tensor(v) for k, v in inputs.items()}
+        condition, extra = self.conditioning(inputs, training=False, amortised=sampler.amortised)
+        batch = ops.shape(condition)[0]
+        condition = ops.repeat(condition, num_samples, axis=0)
+        extra = ops.repeat(extra, num_samples, axis=0)
+        data = None
+        if observation is not None and sampler.data_consistency:
+            data = self.linear_data(observation, inputs["scale"], num_samples, sampler.prior_scale)
+        shape = self.denoiser.sample_shape
+        if noise is None:
+            observed = 0 if data is None else data.operator.shape[1]
+            noise = sampler.draw_noise(batch * num_samples, shape, seed, observed=observed)
+
+        def denoise(x_t, t):
+            return self.diffusion.predict_velocity(x_t, t, condition, extra, sampler.guidance)
+
+        x0 = sampler.run(denoise, noise, self.diffusion.schedule, data)
+        return ops.reshape(self.postprocess(x0), (-1, num_samples, shape[0]))
+
+    def noise(self, rows, num_samples=None, sampler=None, seed=None, preprocessor=None):
+        """The noise `generate` reads for `rows` objects (to draw outside a compiled call)."""
+        sampler = sampler or self.sampler
+        preprocessor = preprocessor or self.preprocessor
+        count = rows * (num_samples or sampler.samples)
+        return sampler.draw_noise(count, self.denoiser.sample_shape, seed, observed=preprocessor.observed_pixels)
+
+    def generate(self, raw, num_samples=None, sampler=None, seed=None, noise=None, preprocessor=None):
+        """Raw catalogue rows -> posterior samples of the hi-res window and their line measurements.
+
+        raw: see `SpectrumPreprocessor` (default: the model's, i.e. its instrument grid).
+        Returns tensors: "samples" (B, K, 320) [1e-17
+        erg/s/cm²/Å on the rest window placed at "z_place" (B,)], "scale" (B,), per-sample
+        "ha_flux", "nii_6585_flux" [1e-17 erg/s/cm²], "n2", "z", "sigma_v_kms", "ok" (B, K)
+        (`spectral.lines.measure_windows`), and "reconstruction_chi2", "observed_pixels",
+        "line_pixels" (B,): the reduced chi2 of the low-res data against the sample mean seen
+        through the instrument (NaN without observing pixels), the observing pixel count, and
+        those overlapping Hα + [NII].
+        """
+        sampler = sampler or self.sampler
+        inputs, observation = (preprocessor or self.preprocessor)(raw)
+        normalised = self.sample(inputs, num_samples, sampler, observation, seed, noise)
+        samples = normalised * ops.reshape(inputs["scale"], (-1, 1, 1))
+        out = measure_windows(samples, inputs["z_place"])
+        count = observation.count
+        chi2 = observation.chi2(ops.mean(samples, axis=1))
+        out.update(
+            samples=samples,
+            z_place=inputs["z_place"],
+            scale=inputs["scale"],
+            reconstruction_chi2=ops.where(count > 0, chi2 / ops.maximum(count, 1.0), np.nan),
+            observed_pixels=count,
+            line_pixels=observation.count_between(LINE_REGION[0], LINE_REGION[1]),
+        )
+        return out
+
+    def generate_from_image(self, image, z_prior, log_mstar=None, num_samples=None, sampler=None, seed=None,
+                            noise=None, instrument_id=1):
+        """Spectra from images alone (the image-to-spectrum generator): the prior given the image,
+        its amplitude, z and (optionally) a catalogue mass, without a spectrum.
+
+        image (B, 64, 64, 4) [nJy], z_prior (B,) (placement; NaN is not allowed here),
+        log_mstar (B,) or None. Returns "samples" (B, K, 320) in units of the object's
+        (unknown) low-res scale, their per-sample line measurements (`measure_windows`: N2
+        and z are scale-free, line fluxes are in scale units x Å) and "z_place".
+        """
+        sampler = (sampler or self.sampler).replace(data_consistency=False, amortised=False)
+        z = ops.cast(z_prior, "float32")
+        inputs = {**image_inputs(image), "z_place": z, "instrument": ops.full(ops.shape(z), instrument_id, "int32")}
+        if log_mstar is not None:
+            mass = ops.cast(log_mstar, "float32")
+            inputs.update(log_mstar=mass, has_mass=ops.cast(ops.isfinite(mass), "float32"))
+        samples = self.sample(inputs, num_samples, sampler, None, seed, noise)
+        return {**measure_windows(samples, z), "samples": samples, "z_place": z}
 
     def get_config(self):
         config = super().get_config()
+        config.pop("condition_dropout", None)
         config.update(
             embedding_dim=self.embedding_dim,
             num_instruments=self.num_instruments,
             instrument_dim=self.instrument_dim,
+            context_dim=self.context_dim,
             target_scale=self.target_scale,
+            modality_keep=self.modality_keep,
+            sampler=keras.saving.serialize_keras_object(self.sampler),
+            preprocessor=keras.saving.serialize_keras_object(self.preprocessor),
         )
         return config

@@ -23,7 +23,7 @@ from specsr_keras.simulate.spectra import hires_spectra, line_components, lowres
 __all__ = ["SIMULATOR_VERSION", "TRUTH_FIELDS", "SimulationOptions", "dataset_metadata",
            "iter_simulated_batches", "simulate_galaxies"]
 
-SIMULATOR_VERSION = "1.0.0"
+SIMULATOR_VERSION = "2.0.0"
 # Galaxies per independently seeded chunk of `iter_simulated_batches`; fixed, so a
 # dataset depends only on (n, instrument, seed, options), not on shard size or workers.
 CHUNK_SIZE = 1024
@@ -31,6 +31,7 @@ CHUNK_SIZE = 1024
 # Truth columns (docs/contracts.md) and their dtypes.
 TRUTH_FIELDS = {
     "object_id": np.int64, "z": np.float64, "z_prior": np.float64, "log_mstar": np.float64,
+    "log_mstar_catalog": np.float64,
     "log_sfr": np.float64, "oh12": np.float64, "n2": np.float64, "sigma_v_kms": np.float64,
     "ha_flux": np.float64, "nii_6585_flux": np.float64, "nii_6550_flux": np.float64,
     "sii_6718_flux": np.float64, "sii_6733_flux": np.float64, "hb_flux": np.float64,
@@ -66,7 +67,7 @@ def simulate_galaxies(n: int, instrument: str | Instrument = "euclid_nisp_red", 
     pop = draw_population(n, instrument, rng, opts)
     lines = line_components(pop)
     batch = {"image": render_images(pop, lines, rng)}
-    batch.update(lowres_spectra(pop, lines, instrument, rng, opts.cosmic_rate))
+    batch.update(lowres_spectra(pop, lines, instrument, rng, opts.cosmic_rate, opts.noise_scale))
     batch.update(hires_spectra(pop, lines, opts.hires_snr_factor))
     batch.update({name: pop[name].astype(dtype) for name, dtype in TRUTH_FIELDS.items()})
     return batch

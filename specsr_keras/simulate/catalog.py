@@ -28,10 +28,6 @@ from specsr_keras.simulate.images import BANDS, IMAGE_SIZE
 
 __all__ = ["catalog_dtype", "simulate_catalog", "truth_path"]
 
-# Catalog stellar masses scatter around the truth like SED-fit masses [dex] (unconfirmed).
-LOG_MSTAR_SCATTER_DEX = 0.15
-
-
 def truth_path(out_path) -> Path:
     """cat.fits -> cat_truth.fits."""
     out_path = Path(out_path)
@@ -57,7 +53,7 @@ def _catalog_rows(batch: dict, dtype: np.dtype, rng: np.random.Generator,
     rows = {name: batch[name] for name in ("object_id", "ra", "dec")}
     rows.update(flux=batch["lowres_flux"], ivar=batch["lowres_ivar"], mask=batch["lowres_mask"])
     rows["z_prior"] = np.where(rng.random(n) < z_prior_fraction, batch["z_prior"], np.nan)
-    rows["log_mstar"] = batch["log_mstar"] + rng.normal(0.0, LOG_MSTAR_SCATTER_DEX, n)
+    rows["log_mstar"] = batch["log_mstar_catalog"]
     photometry = batch["image"].sum(axis=(1, 2))
     for index, band in enumerate(BANDS):
         rows[f"phot_{band.name}"] = photometry[:, index]

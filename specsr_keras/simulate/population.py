@@ -38,9 +38,16 @@ SIGMA_V_RANGE_KMS = (30.0, 300.0)
 # [OIII]5008/Hβ of star formers: OFFSET below the Kewley et al. 2013 classification line.
 O3HB_BELOW_CLASSIFICATION_DEX = 0.3
 O3HB_SCATTER_DEX = 0.1
-# log([SII]6718+6733 / Hα) = SII_HA_AT_N2_M07 + SII_HA_N2_SLOPE (N2 + 0.7) (unconfirmed).
+# log([SII]6718+6733 / Hα) = SII_HA_AT_N2_M07 + SII_HA_N2_SLOPE (N2 + 0.7)
+#   + SII_HA_LOGU_SLOPE ΔlogU + N(0, SII_HA_SCATTER_DEX): [SII] has its own dependence on the
+# ionisation parameter (ΔlogU ~ N(0, LOGU_SCATTER_DEX) at fixed metallicity; [SII]/Hα falls
+# with log U much faster than [NII]/Hα, e.g. Kewley & Dopita 2002, Dopita et al. 2016), so
+# the total [SII]/Hα scatter at fixed N2 is ~0.18 dex, as in SDSS star formers (unconfirmed
+# round values).
 SII_HA_AT_N2_M07 = -0.6
 SII_HA_N2_SLOPE = 0.3
+SII_HA_LOGU_SLOPE = -0.5
+LOGU_SCATTER_DEX = 0.3
 SII_HA_SCATTER_DEX = 0.1
 # [SII]6718/6733 ~ 1.2 at n_e ~ 250 cm^-3 (Sanders et al. 2016), physical range 0.45-1.45.
 SII_DOUBLET_MEAN, SII_DOUBLET_SCATTER = 1.2, 0.1
@@ -88,6 +95,8 @@ ZEROTH_ORDER_TO_HALPHA = (0.3, 3.0)
 ZEROTH_ORDER_SIGMA_PIXELS = (1.0, 2.5)
 FIRST_ORDER_TO_HALPHA_PEAK = (0.05, 0.5)
 FIRST_ORDER_LENGTH_A = (1000.0, 4000.0)
+# Catalogue stellar masses scatter around the truth like SED-fit masses [dex] (unconfirmed).
+LOG_MSTAR_CATALOG_SCATTER_DEX = 0.15
 # Grism-like redshift prior: sigma_z = Z_PRIOR_SCATTER (1 + z) (3D-HST quote 0.003(1+z),
 # Momcheva et al. 2016; Euclid target 0.001(1+z)).
 Z_PRIOR_SCATTER = 0.0015
@@ -114,6 +123,15 @@ class SimulationOptions:
     cosmic_rate: float = 0.5  # mean hot pixels / cosmics per low-res spectrum
     hires_snr_factor: float = 1.0  # Hα S/N at R=3600 / Hα S/N of the grism (SCIENCE.md ceiling)
     log_mstar_range: tuple[float, float] = (8.5, 11.5)
+    # Stress tests of galaxies outside the fitted relations: star-forming N2 shifted by this
+    # [dex] above the Faisst-based relation (before the soft cap), and rest EW(Hα) by this
+    # [dex] (negative = more continuum and relatively deeper Balmer absorption).
+    n2_offset_dex: float = 0.0
+    ew_offset_dex: float = 0.0
+    # Depth: the low-res noise sigma is multiplied by this (0.25 = 16x the exposure; the
+    # expected Hα S/N and the selection follow), e.g. to populate bright S/N bins with the
+    # same galaxy population, as real spectra degraded to a fixed S/N are.
+    noise_scale: float = 1.0
     first_object_id: int = 0
 
     def to_dict(self) -> dict:
@@ -180,7 +198,7 @@ def _draw_candidates(rng, n, instrument, options):
     fmr = -FMR_N2_SLOPE * (log_sfr - ms)
     total_scatter = physics.faisst_n2_scatter(z)
     extra = np.sqrt(np.maximum(total_scatter**2 - (FMR_N2_SLOPE * MS_SCATTER_DEX) ** 2, 0.0))
-    n2_sf = faisst_n2_fast(log_mass, z) + fmr + extra * rng.standard_normal(n)
+    n2_sf = faisst_n2_fast(log_mass, z) + fmr + extra * rng.standard_normal(n) + options.n2_offset_dex
     n2_sf = _soft_cap(n2_sf, N2_STAR_FORMING_CAP)
     g["oh12"] = physics.n2_to_metallicity(n2_sf)
     g["is_agn"] = is_agn = rng.random(n) < options.agn_fraction
@@ -200,7 +218,7 @@ def _draw_candidates(rng, n, instrument, options):
     log_o3hb = np.where(is_agn, _uniform(rng, AGN_LOG_O3HB_RANGE, n), log_o3hb)
     g["oiii_5008_flux"] = hb * 10.0**log_o3hb
     log_s2 = (SII_HA_AT_N2_M07 + SII_HA_N2_SLOPE * (n2 + 0.7)
-              + rng.normal(0.0, SII_HA_SCATTER_DEX, n))
+              + SII_HA_LOGU_SLOPE * rng.normal(0.0, LOGU_SCATTER_DEX, n) + rng.normal(0.0, SII_HA_SCATTER_DEX, n))
     log_s2 = np.where(is_agn, _uniform(rng, AGN_LOG_SII_HA_RANGE, n), log_s2)
     sii_ratio = np.clip(rng.normal(SII_DOUBLET_MEAN, SII_DOUBLET_SCATTER, n), 0.45, 1.45)
     sii_total = ha * 10.0**log_s2
@@ -213,6 +231,7 @@ def _draw_candidates(rng, n, instrument, options):
 
     _draw_broad(g, rng, n, options)
     _draw_continuum(g, rng, n, options)
+    g["log_mstar_catalog"] = log_mass + rng.normal(0.0, LOG_MSTAR_CATALOG_SCATTER_DEX, n)
     _draw_morphology(g, rng, n)
     _draw_contamination(g, rng, n, instrument, options)
     return g
@@ -237,7 +256,7 @@ def _draw_broad(g, rng, n, options):
 def _draw_continuum(g, rng, n, options):
     """Continuum at observed Hα from EW(Hα) vs sSFR, its shape, and Balmer absorption."""
     log_ssfr = g["log_sfr"] - g["log_mstar"] + 8.7
-    ew = np.clip(10.0 ** (EW_HA_AT_SSFR_M87 + EW_HA_SSFR_SLOPE * log_ssfr
+    ew = np.clip(10.0 ** (EW_HA_AT_SSFR_M87 + EW_HA_SSFR_SLOPE * log_ssfr + options.ew_offset_dex
                           + rng.normal(0.0, EW_HA_SCATTER_DEX, n)), *EW_HA_RANGE)
     g["ew_ha_rest"] = ew
     scale = 1.0 if options.continuum else 0.0
@@ -301,7 +320,7 @@ def draw_population(n: int, instrument: Instrument, rng: np.random.Generator,
         g["ha_snr"] = instrument.line_snr(
             g["ha_flux"], halpha_obs,
             physics.velocity_to_sigma_angstrom(g["sigma_v_kms"], halpha_obs),
-            g["dispersion_sigma_arcsec"])
+            g["dispersion_sigma_arcsec"]) / options.noise_scale
         passed = g["ha_snr"] >= options.min_ha_snr
         if options.snr_weight_power > 0:
             keep = np.minimum(1.0, (g["ha_snr"] / SNR_WEIGHT_PIVOT) ** options.snr_weight_power)

@@ -2,11 +2,14 @@
 
 The model is built at high resolution in the observed frame: continuum (power laws with a
 4000 Å break, Calzetti dust) plus Gaussian lines integrated exactly over fine pixels.
-Low-res: LSF (with source-size broadening) by `convolve_lsf`, a neighbour's contamination,
-`resample_flux` onto the instrument grid, noise from the instrument's model, cosmics.
-Target: the same noiseless model without contamination, convolved to R = 3600 and
-resampled onto TARGET_GRID.bin_edges * (1+z) per object (docs/contracts.md), computed in
-the equivalent rest-frame form (see `hires_spectra`).
+Low-res: the LSF (with source-size broadening) on a fine model grid, exact for the binned
+model (`spectral.band.convolve_uniform`: the kernel of the instrument's forward operator),
+a neighbour's contamination, rebinning onto the instrument grid (`spectral.band.resample`),
+noise from the instrument's model, cosmics. Simulated low-res instruments are slitless
+(one LSF sigma per galaxy, constant in wavelength). Target: the same noiseless model
+without contamination, convolved to R = 3600 and resampled onto TARGET_GRID.bin_edges *
+(1+z) per object (docs/contracts.md), computed in the equivalent rest-frame form (see
+`hires_spectra`).
 Units: Å; flux density 1e-17 erg s^-1 cm^-2 Å^-1; line fluxes 1e-17 erg s^-1 cm^-2.
 """
 
@@ -14,13 +17,14 @@ from __future__ import annotations
 
 import functools
 
+import keras
 import numpy as np
 from scipy.special import expit, ndtr
 
 from specsr_keras import physics
 from specsr_keras.instruments import TARGET_GRID, Instrument
-from specsr_keras.resampling import convolve_lsf, locate_bins, resample_flux
 from specsr_keras.simulate import population
+from specsr_keras.spectral.band import band_geometry, blur_rebin, convolve_uniform, locate_bins, resample
 
 # Model pixels per instrument pixel (the model grid samples the instrument LSF with >= 2.4
 # model pixels per sigma).
@@ -164,22 +168,32 @@ def add_contamination(pop, wave, flux):
 
 
 def model_lsf_sigma(sigma, step):
-    """LSF sigma [Å] to give `convolve_lsf` on a model grid of pixel `step` [Å].
+    """LSF sigma [Å] to apply to a model binned on pixels of `step` [Å].
 
-    Three one-pixel boxes widen the model's LSF: rendering lines as bin averages, the
-    kernel's integration over output pixels, and resampling's piecewise-constant bins;
-    each adds step²/12 to the variance, taken out here so the total is `sigma`.
+    Lines rendered as bin averages and then treated as piecewise constant are widened by
+    two one-pixel boxes (step²/6 in variance), taken out here so the total is `sigma`.
     """
-    return np.sqrt(np.maximum(sigma**2 - step**2 / 4.0, 0.0))
+    return np.sqrt(np.maximum(sigma**2 - step**2 / 6.0, 0.0))
+
+
+def _widest_lsf(instrument: Instrument) -> float:
+    """The largest LSF sigma [Å] of a simulated source on `instrument`."""
+    return float(np.max(instrument.lsf_sigma(instrument.bin_edges[[0, -1]], population.R_EFF_RANGE_ARCSEC[1])))
 
 
 @functools.lru_cache(maxsize=8)
 def _lowres_model_edges(instrument: Instrument) -> np.ndarray:
-    """Fine observed-frame model grid [Å] covering the instrument plus the widest LSF."""
+    """Fine observed-frame model grid [Å] covering the instrument plus the widest LSF; its
+    edges include every instrument pixel edge (MODEL_OVERSAMPLING per pixel)."""
     step = instrument.dispersion / MODEL_OVERSAMPLING
-    widest = instrument.lsf_sigma(instrument.wave_max, population.R_EFF_RANGE_ARCSEC[1])
-    pad = 6.0 * float(widest) + 4 * instrument.dispersion
-    return np.arange(instrument.wave_min - pad, instrument.wave_max + pad + step, step)
+    pad = int(np.ceil((LINE_HALF_WIDTH_SIGMAS * _widest_lsf(instrument) + 4 * instrument.dispersion) / step))
+    return instrument.wave_min + step * np.arange(-pad, instrument.grid.n_pixels * MODEL_OVERSAMPLING + pad + 1)
+
+
+@functools.lru_cache(maxsize=8)
+def _lowres_band(instrument: Instrument):
+    """Band geometry from the fine model grid onto the instrument's pixels (plain rebinning)."""
+    return band_geometry(_lowres_model_edges(instrument), instrument.bin_edges)
 
 
 @functools.lru_cache(maxsize=1)
@@ -191,21 +205,48 @@ def _hires_model_rest_edges() -> np.ndarray:
     return np.geomspace(lo, hi, n_pix + 1)
 
 
+@functools.lru_cache(maxsize=1)
+def _hires_band():
+    """Band geometry and LSF sigma (1, 320) [Å] from the rest model grid onto TARGET_GRID at R = 3600."""
+    edges = _hires_model_rest_edges()
+    sigma = model_lsf_sigma(TARGET_GRID.lsf_sigma(TARGET_GRID.wavelength), HIRES_MODEL_STEP_REST)
+    return band_geometry(edges, TARGET_GRID.bin_edges, LINE_HALF_WIDTH_SIGMAS * sigma.max()), sigma[None, :]
+
+
+def _numpy(x) -> np.ndarray:
+    return np.asarray(keras.ops.convert_to_numpy(x), np.float64)
+
+
+# Galaxies per call of the band kernels (bounds their (rows, pixels, band) temporaries).
+_KERNEL_ROWS = 128
+
+
+def _in_row_chunks(function, *arrays):
+    """function(*row_slices) over chunks of _KERNEL_ROWS rows, concatenated (numpy); the last
+    chunk is padded by repeating its last row, so every call has the same shapes."""
+    n = len(arrays[0])
+    padded = [np.concatenate([a, np.repeat(a[-1:], -n % _KERNEL_ROWS, axis=0)]) for a in arrays]
+    return np.concatenate([_numpy(function(*(a[i : i + _KERNEL_ROWS] for a in padded)))
+                           for i in range(0, n, _KERNEL_ROWS)])[:n]
+
+
 def lowres_spectra(pop, lines, instrument: Instrument, rng: np.random.Generator,
-                   cosmic_rate: float):
+                   cosmic_rate: float, noise_scale: float = 1.0):
     """Noisy low-res spectra on the instrument grid: flux, ivar (n, L) float32, mask bool.
 
-    lines: `line_components(pop)`.
+    lines: `line_components(pop)`; noise_scale multiplies the instrument's noise sigma.
     """
     edges = _lowres_model_edges(instrument)
     wave = 0.5 * (edges[1:] + edges[:-1])
+    step = edges[1] - edges[0]
     size = pop["dispersion_sigma_arcsec"][:, None]
     model = continuum_on_grid(pop, wave) + render_lines(edges, *lines)
-    step = edges[1] - edges[0]
-    model = convolve_lsf(wave, model, model_lsf_sigma(instrument.lsf_sigma(wave, size), step))
+    # Slitless LSF: one sigma per galaxy (constant in wavelength), exact for the binned model.
+    lsf = model_lsf_sigma(instrument.lsf_sigma(np.ones(1), size[:, 0]), step)
+    model = _in_row_chunks(lambda m, s: convolve_uniform(m, step, s, _widest_lsf(instrument)), model, lsf)
     add_contamination(pop, wave, model)
-    model, _ = resample_flux(edges, model, None, instrument.bin_edges)
-    sigma = instrument.noise_sigma(model, size)
+    model = _in_row_chunks(lambda m: resample(_lowres_band(instrument), m)[0], model)
+    sigma = instrument.noise_sigma(model, size) * noise_scale
     flux = model + sigma * rng.standard_normal(model.shape)
     ivar = 1.0 / sigma**2
     # Cosmic rays and hot pixels: a Poisson number per spectrum at random pixels, masked.
@@ -235,9 +276,8 @@ def hires_spectra(pop, lines, snr_factor: float):
     centres, sigmas, fluxes = lines
     model = (continuum_on_grid(pop, rest_wave * opz)
              + render_lines(rest_edges, centres / opz, sigmas / opz, fluxes / opz))
-    step = np.diff(rest_edges)
-    model = convolve_lsf(rest_wave, model, model_lsf_sigma(TARGET_GRID.lsf_sigma(rest_wave), step))
-    flux, _ = resample_flux(rest_edges, model, None, TARGET_GRID.bin_edges)
+    band, lsf = _hires_band()
+    flux = _in_row_chunks(lambda m: blur_rebin(band, m, np.broadcast_to(lsf, (len(m), lsf.shape[1]))), model)
     # Hα in target units integrates to F/(1+z) over rest Å; its width adds the R=3600 LSF;
     # matched-filter S/N = F' / (noise sqrt(2 sqrt(pi) sigma * 1 Å bin)).
     line_sigma = np.hypot(physics.velocity_to_sigma_angstrom(pop["sigma_v_kms"], _HALPHA),

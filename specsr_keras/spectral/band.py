@@ -21,12 +21,10 @@ import keras
 import numpy as np
 from keras import ops
 
-from specsr_keras.spectral.kernel import box_gaussian_mean
+from specsr_keras.spectral.kernel import box_gaussian_mean, weighted_rebin
 
 # Relative position of unused band slots [Å]: far from every pixel, so their weight is 0.
 _FAR = 1.0e9
-# An output pixel counts as covered when its weights sum to within this of 1.
-COVERAGE_TOLERANCE = 1e-4
 
 
 @dataclass(frozen=True)
@@ -112,6 +110,33 @@ def _gather(values, index):
     return ops.reshape(ops.take_along_axis(values, flat, axis=1), ops.shape(index))
 
 
+def convolve_uniform(flux, step: float, sigma, max_sigma: float | None = None, reach_sigmas: float = 6.0):
+    """Exact Gaussian blur of piecewise-constant rows (B, L) on a uniform grid of `step` [Å],
+    back onto the same grid: sigma (B,) [Å] per row, by FFT with the kernel's weights.
+    max_sigma: a bound on sigma [Å] fixing the kernel's length (static shapes; default max).
+
+    Pixel j gets sum_k w(k) x_{j-k} with w(k) = `box_gaussian_mean` of a source bin k pixels
+    away, so blurring onto the fine grid and then rebinning (`resample`) onto coarser pixels
+    whose edges fall on the grid's edges equals `blur_rebin` onto them. Zero beyond the ends.
+    """
+    flux = ops.cast(flux, "float32")
+    sigma = ops.cast(sigma, "float32")
+    length = flux.shape[-1]
+    max_sigma = float(ops.max(sigma)) if max_sigma is None else max_sigma
+    half = int(np.ceil(reach_sigmas * max_sigma / step)) + 1
+    # c_m: weight of the source bin m pixels to the left (m = -half..half): out = c * x.
+    left_edge = -np.arange(-half, half + 1, dtype=np.float32) * np.float32(step)
+    kernel = box_gaussian_mean(0.0, step, left_edge[None, :], left_edge[None, :] + np.float32(step),
+                               ops.reshape(sigma, (-1, 1)))  # (B, 2 half + 1)
+    n_fft = int(2 ** np.ceil(np.log2(length + 2 * half + 1)))
+    wrapped = ops.concatenate([kernel[:, half:], ops.zeros((ops.shape(kernel)[0], n_fft - 2 * half - 1)),
+                               kernel[:, :half]], axis=1)  # m >= 0 first, negative m wrapped to the end
+    flux_re, flux_im = ops.rfft(ops.pad(flux, ((0, 0), (0, n_fft - length))))
+    kern_re, kern_im = ops.rfft(wrapped)
+    product = (flux_re * kern_re - flux_im * kern_im, flux_re * kern_im + flux_im * kern_re)
+    return ops.irfft(product, fft_length=n_fft)[:, :length]
+
+
 def blur_rebin(band: Band, flux, sigma=None):
     """Flux (B, L_in) blurred by a Gaussian of `sigma` [Å] ((B,), (B, L_out) or None) and
     averaged over the output pixels: (B, L_out) float32 (keras tensor)."""
@@ -124,22 +149,12 @@ def resample(band: Band, flux, ivar=None):
 
     Each output pixel gets the overlap-weighted mean of the input bins it covers and the
     variance sum(w_i² / ivar_i). A pixel not fully inside the input range, or touched by a
-    masked input (ivar = 0), gets flux 0 and ivar 0. ivar None: a noiseless model (ivar
-    None out; only range coverage applies).
+    masked input (ivar = 0), gets flux 0 and ivar 0 (`kernel.weighted_rebin`). ivar None:
+    a noiseless model (ivar None out; only the coverage applies).
     """
-    weights = band.weights()
-    flux = _gather(ops.cast(flux, "float32"), band.index)
-    covered = ops.abs(ops.sum(weights, axis=-1) - 1.0) < COVERAGE_TOLERANCE
-    valid = ops.logical_and(covered, ops.convert_to_tensor(band.inside))
-    if ivar is None:
-        return ops.where(valid, ops.sum(weights * flux, axis=-1), 0.0), None
-    ivar = _gather(ops.cast(ivar, "float32"), band.index)
-    good = ivar > 0
-    touched_bad = ops.sum(ops.where(ops.logical_and(weights > 0, ops.logical_not(good)), 1.0, 0.0), -1)
-    variance = ops.sum(ops.square(weights) * ops.where(good, 1.0 / ops.where(good, ivar, 1.0), 0.0), -1)
-    valid = ops.logical_and(valid, ops.logical_and(touched_bad == 0, variance > 0))
-    out_flux = ops.where(valid, ops.sum(weights * ops.where(good, flux, 0.0), axis=-1), 0.0)
-    return out_flux, ops.where(valid, 1.0 / ops.where(valid, variance, 1.0), 0.0)
+    weights = band.weights() * ops.expand_dims(ops.cast(band.inside, "float32"), -1)
+    gathered_ivar = None if ivar is None else _gather(ops.cast(ivar, "float32"), band.index)
+    return weighted_rebin(weights, _gather(ops.cast(flux, "float32"), band.index), gathered_ivar)
 
 
 def resample_flux(edges_in, flux, ivar, edges_out):

@@ -28,6 +28,8 @@ from keras import ops
 _TAIL_CUTOFF = 8.0
 # Smallest sigma evaluated as a Gaussian; below it the kernel is the overlap alone.
 _MIN_SIGMA = 1e-6
+# An output pixel counts as covered when its weights sum to within this of 1.
+COVERAGE_TOLERANCE = 1e-4
 
 
 def _tail(u):
@@ -36,6 +38,14 @@ def _tail(u):
     phi = ops.exp(-0.5 * ops.square(au)) / math.sqrt(2.0 * math.pi)
     upper = 0.5 * (1.0 - ops.erf(au / math.sqrt(2.0)))
     return ops.where(au < _TAIL_CUTOFF, phi - au * upper, 0.0)
+
+
+def binned_gaussian(p, q, centre, sigma):
+    """Mean over bins [p, q] of a unit-flux Gaussian of `centre`, `sigma` (all broadcast):
+    (Phi((q - centre) / sigma) - Phi((p - centre) / sigma)) / (q - p)."""
+    p, q, centre, sigma = (ops.cast(v, "float32") for v in (p, q, centre, sigma))
+    root2 = math.sqrt(2.0)
+    return 0.5 * (ops.erf((q - centre) / (root2 * sigma)) - ops.erf((p - centre) / (root2 * sigma))) / (q - p)
 
 
 def box_gaussian_mean(p, q, a, b, sigma=None):
@@ -85,3 +95,24 @@ def apply_weights(weights, flux):
     if len(weights.shape) == 2:
         return ops.matmul(flux, ops.transpose(weights))
     return ops.einsum("bji,bi->bj", weights, flux)
+
+
+def weighted_rebin(weights, flux, ivar=None):
+    """Rebinned (flux, ivar) (..., L_out) from weights (..., L_out, K) and the input values
+    flux, ivar broadcastable to them ((..., 1, K) for dense weights, (..., L_out, K) gathered).
+
+    Each output pixel gets sum(w x) and the variance sum(w² / ivar); a pixel whose weights
+    do not sum to 1 (not fully covered), or that touches an input of ivar 0, gets flux 0 and
+    ivar 0. ivar None: a noiseless model (ivar None out; only the coverage applies).
+    """
+    flux = ops.cast(flux, "float32")
+    covered = ops.abs(ops.sum(weights, axis=-1) - 1.0) < COVERAGE_TOLERANCE
+    if ivar is None:
+        return ops.where(covered, ops.sum(weights * flux, axis=-1), 0.0), None
+    ivar = ops.cast(ivar, "float32")
+    good = ivar > 0
+    variance = ops.sum(ops.square(weights) * ops.where(good, 1.0 / ops.where(good, ivar, 1.0), 0.0), axis=-1)
+    touched_bad = ops.sum(weights * ops.cast(ops.logical_not(good), "float32"), axis=-1)
+    valid = ops.logical_and(ops.logical_and(covered, touched_bad == 0), variance > 0)
+    out_flux = ops.sum(weights * ops.where(good, flux, 0.0), axis=-1)
+    return ops.where(valid, out_flux, 0.0), ops.where(valid, 1.0 / ops.where(valid, variance, 1.0), 0.0)

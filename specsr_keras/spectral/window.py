@@ -33,8 +33,7 @@ from keras import ops
 
 from specsr_keras.instruments import TARGET_GRID, Instrument
 from specsr_keras.physics import FWHM_PER_SIGMA
-from specsr_keras.spectral.band import COVERAGE_TOLERANCE
-from specsr_keras.spectral.kernel import rebin_weights
+from specsr_keras.spectral.kernel import rebin_weights, weighted_rebin
 
 WINDOW_START = float(TARGET_GRID.bin_edges[0])  # 6460 Å (rest)
 WINDOW_BINS = TARGET_GRID.n_pixels  # 320
@@ -51,6 +50,11 @@ def window_edges_rest() -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=16)
+def observed_pixels(instrument: Instrument) -> int:
+    """M: how many of `instrument`'s pixels `window_pixels` returns per row (static)."""
+    return _instrument_tables(instrument)[0]
+
+
 def _instrument_tables(instrument: Instrument):
     """Static tables of `instrument`: M, and e_0 - 6460 + k d (split hi/lo float32) for k in
     [-M, L + M], and m d for m in [0, M]."""
@@ -129,21 +133,13 @@ def gather_pixels(values, pixels: WindowPixels):
 def to_window(flux, ivar, pixels: WindowPixels):
     """Instrument spectra (B, L) resampled onto the window bins: (flux, ivar) (B, 320).
 
-    Flux-conserving (the same kernel as `band.resample`): a bin not fully covered by
-    pixels on the grid, or touched by a masked pixel (ivar 0), gets flux 0 and ivar 0.
+    Flux-conserving (`kernel.weighted_rebin`): a bin not fully covered by pixels on the
+    grid, or touched by a masked pixel (ivar 0), gets flux 0 and ivar 0.
     """
-    flux = gather_pixels(flux, pixels)
-    ivar = gather_pixels(ivar, pixels)
     weights = rebin_weights(ops.convert_to_tensor(window_edges_rest()[None, :]), pixels.edges)  # (B, 320, M)
-    good = ops.logical_and(ivar > 0, pixels.on_grid)
-    variance = ops.where(good, 1.0 / ops.where(good, ivar, 1.0), 0.0)
-    weights_on_grid = weights * ops.expand_dims(ops.cast(pixels.on_grid, "float32"), 1)
-    covered = ops.abs(ops.sum(weights_on_grid, axis=-1) - 1.0) < COVERAGE_TOLERANCE
-    touched_bad = ops.sum(weights * ops.expand_dims(ops.cast(ops.logical_not(good), "float32"), 1), -1)
-    out_var = ops.einsum("bji,bi->bj", ops.square(weights), variance)
-    valid = ops.logical_and(ops.logical_and(covered, touched_bad == 0), out_var > 0)
-    out_flux = ops.einsum("bji,bi->bj", weights, ops.where(good, flux, 0.0))
-    return ops.where(valid, out_flux, 0.0), ops.where(valid, 1.0 / ops.where(valid, out_var, 1.0), 0.0)
+    flux = ops.expand_dims(gather_pixels(flux, pixels), 1)
+    ivar = ops.expand_dims(gather_pixels(ivar, pixels), 1)  # 0 off the grid
+    return weighted_rebin(weights, flux, ivar)
 
 
 def lsf_sigma(instrument: Instrument, wave, source_sigma_arcsec=None):
@@ -191,12 +187,20 @@ class Observation:
     """The low-res pixels that observe the window, and the operator that predicts them.
 
     operator (B, M, 320); flux, ivar (B, M): the data at those pixels, ivar 0 where the
-    pixel is masked, off the grid or not fully inside the window (not an observation).
+    pixel is masked, off the grid or not fully inside the window (not an observation);
+    edges (B, M+1): the pixels' edges in window coordinates [rest Å].
     """
 
     operator: object
     flux: object
     ivar: object
+    edges: object
+
+    def count_between(self, lo: float, hi: float):
+        """(B,) observing pixels overlapping [lo, hi] rest Å (absolute rest wavelengths)."""
+        start, stop = lo - WINDOW_START, hi - WINDOW_START
+        overlaps = ops.logical_and(self.edges[:, 1:] > start, self.edges[:, :-1] < stop)
+        return ops.sum(ops.cast(ops.logical_and(overlaps, self.ivar > 0), "float32"), axis=-1)
 
     def predict(self, window):
         """A x: (B, 320) or (B, K, 320) windows -> (B, M) or (B, K, M) model pixels."""
@@ -222,21 +226,19 @@ def observe(instrument: Instrument, flux, ivar, z, source_sigma_arcsec=None) -> 
     operator = forward_operator(pixels, blur_sigma_rest(instrument, z, source_sigma_arcsec))
     observed = ops.logical_and(pixels.inside_window, gather_pixels(ivar, pixels) > 0)
     return Observation(operator, ops.where(observed, gather_pixels(flux, pixels), 0.0),
-                       ops.where(observed, gather_pixels(ivar, pixels), 0.0))
+                       ops.where(observed, gather_pixels(ivar, pixels), 0.0), pixels.edges)
 
 
-def shift_window(window, z_from, z_to):
+def shift_window(window, ivar, z_from, z_to):
     """Windows (B, 320) placed at z_from moved onto the window at z_to, flux-conserving.
 
     Bin i at z_from covers t in [(6460 + i) δ + i, (6461 + i) δ + i + 1] of the window at
-    z_to, δ = (z_from - z_to) / (1 + z_to) (computed from the difference, exact in float32).
-    Returns (window (B, 320), covered (B, 320) bool).
+    z_to, δ = (z_from - z_to) / (1 + z_to) (from the difference of redshifts: exact in
+    float32). ivar (B, 320) is propagated as in `to_window`. Returns (window, ivar) (B, 320).
     """
     z_from, z_to = ops.cast(z_from, "float32"), ops.cast(z_to, "float32")
     delta = ops.expand_dims((z_from - z_to) / (1.0 + z_to), -1)
     rest = ops.convert_to_tensor(TARGET_GRID.bin_edges.astype(np.float32)[None, :])
-    source = rest * delta + ops.convert_to_tensor(window_edges_rest().astype(np.float32)[None, :])
     target = ops.convert_to_tensor(window_edges_rest().astype(np.float32)[None, :])
-    weights = rebin_weights(target, source)  # (B, 320, 320)
-    covered = ops.abs(ops.sum(weights, axis=-1) - 1.0) < COVERAGE_TOLERANCE
-    return ops.where(covered, ops.einsum("bji,bi->bj", weights, ops.cast(window, "float32")), 0.0), covered
+    weights = rebin_weights(target, rest * delta + target)  # (B, 320, 320)
+    return weighted_rebin(weights, ops.expand_dims(window, 1), ops.expand_dims(ivar, 1))

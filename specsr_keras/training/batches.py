@@ -38,9 +38,10 @@ def step_batches(
 
 def stage_arrays(inputs: Mapping[str, np.ndarray], keys) -> dict[str, np.ndarray]:
     """The arrays a stage trains on: `keys` of inputs, without the examples whose
-    inputs["has_image"] is False when the stage reads images (a zero image is not an image)."""
+    inputs["has_image"] is False when the stage reads images (a zero image is not an image)
+    and does not read "has_image" itself (the super-resolver treats such images as missing)."""
     arrays = {k: inputs[k] for k in keys}
-    has_image = inputs.get("has_image")
-    if "image" in keys and has_image is not None and not has_image.all():
+    has_image = np.asarray(inputs.get("has_image", []), bool)
+    if "image" in keys and "has_image" not in keys and has_image.size and not has_image.all():
         arrays = {k: v[has_image] for k, v in arrays.items()}
     return arrays

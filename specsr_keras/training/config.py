@@ -32,7 +32,6 @@ class TrainConfig:
     autoencoder_steps: int = 200
     contrastive_steps: int = 200
     superres_steps: int = 600
-    generator_steps: int = 200
     stages: str = ",".join(STAGES)  # which stages to run, comma-separated, in order
     checkpoint_every: int = 100  # steps between checkpoints (and metrics rows); stage steps round up to a multiple
     val_examples: int = 128  # validation examples for SR line-ratio errors (0 = skip)
@@ -41,14 +40,14 @@ class TrainConfig:
     mixed_precision: bool = False  # bfloat16/float16 compute on GPU
     devices: int = 0  # 0 = every visible accelerator
     init_from: str = ""  # run directory whose final weights initialise this run (fine-tuning)
+    init_stages: str = ",".join(STAGES)  # stages whose weights init_from provides, comma-separated
     extra: dict = field(default_factory=dict)
 
     def stage_list(self) -> list[str]:
-        stages = [s.strip() for s in self.stages.split(",") if s.strip()]
-        unknown = sorted(set(stages) - set(STAGES))
-        if unknown:
-            raise ValueError(f"unknown stage(s) {unknown}; choose from {list(STAGES)}")
-        return stages
+        return _stages(self.stages, "stages")
+
+    def init_stage_list(self) -> list[str]:
+        return _stages(self.init_stages, "init_stages")
 
     def to_toml(self) -> str:
         lines = []
@@ -57,6 +56,14 @@ class TrainConfig:
                 continue
             lines.append(f"{f.name} = {_toml_value(getattr(self, f.name))}")
         return "\n".join(lines) + "\n"
+
+
+def _stages(text: str, key: str) -> list[str]:
+    stages = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        raise ValueError(f"{key}: unknown stage(s) {unknown}; choose from {list(STAGES)}")
+    return stages
 
 
 def _toml_value(value) -> str:
@@ -72,20 +79,20 @@ def _toml_value(value) -> str:
 PRESETS: dict[str, dict] = {
     "quick": {},
     "default": {
-        # Data from `make shipped-data` (simulator seeds 11-14, S/N-stratified, instrument mix).
-        "data": "datasets/sim/train-euclid,datasets/sim/train-g141,datasets/sim/train-roman",
+        # Data from `make shipped-data` (simulator 2.0.0, seeds 31-35, S/N-stratified, instrument mix).
+        "data": "datasets/sim/train-euclid,datasets/sim/train-euclid-bright,datasets/sim/train-g141,"
+                "datasets/sim/train-roman",
         "val_data": "datasets/sim/val",
         "model_preset": "tiny",
         "autoencoder_steps": 750,
         "contrastive_steps": 800,
-        "superres_steps": 7000,
-        "generator_steps": 800,
+        "superres_steps": 12000,
         "learning_rate": 1e-3,
         "warmup_steps": 300,
         "ema_momentum": 0.999,
         "checkpoint_every": 250,
         "val_examples": 512,
-        "val_ddim_steps": 20,
+        "val_ddim_steps": 10,
         "val_samples": 8,
     },
     "base": {
@@ -94,7 +101,6 @@ PRESETS: dict[str, dict] = {
         "autoencoder_steps": 20000,
         "contrastive_steps": 10000,
         "superres_steps": 100000,
-        "generator_steps": 30000,
         "learning_rate": 5e-4,
         "warmup_steps": 1000,
         "ema_momentum": 0.9995,
@@ -126,4 +132,5 @@ def resolve_config(preset: str = "quick", config_file: str | Path | None = None,
     values.update({k: v for k, v in overrides.items() if v is not None})
     config = TrainConfig(**values)
     config.stage_list()
+    config.init_stage_list()
     return config

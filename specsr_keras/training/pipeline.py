@@ -5,8 +5,11 @@ Stages (each resumable, each runnable alone once its predecessors finished):
    trained by their decoders' diffusion losses).
 2. `contrastive`: InfoNCE alignment of both encoders + projection heads (image, low-res
    and hi-res spectra of one galaxy are positives).
-3. `decoders`: the super-resolver and the image-to-spectrum generator, conditioned on
-   the (frozen) shared embeddings.
+3. `decoders`: the super-resolver, a cross-modal prior over the hi-res window conditioned
+   on the (frozen) shared embeddings, the amplitudes, a catalogue mass and z, each dropped
+   at random (`models.superres`); with only the image it is the image-to-spectrum
+   generator. Its prior covariance (for the sampler's data-consistency step) is fitted on
+   the training windows first, and the frozen embeddings are computed once.
 All models are built once and share the encoder objects, so a stage sees its
 predecessors' weights; a stage run alone loads them from `<stage model>.weights.h5`.
 The run directory holds `config.toml`, `run.json`, per-stage checkpoints, CSV +
@@ -38,7 +41,7 @@ from specsr_keras.training.validation import validate_run
 STAGE_MODELS = {
     "autoencoders": (("spectrum_autoencoder", "autoencoder_steps"), ("image_autoencoder", "autoencoder_steps")),
     "contrastive": (("contrastive", "contrastive_steps"),),
-    "decoders": (("superres", "superres_steps"), ("generator", "generator_steps")),
+    "decoders": (("superres", "superres_steps"),),
 }
 
 
@@ -71,7 +74,9 @@ def load_examples(spec: str, seed: int, reporter: Reporter) -> tuple[dict, dict]
         inputs.append(chunked_model_inputs(batch, instrument, noiseless_hires=manifest.get("kind") == "simulated")
                       | {"has_image": np.asarray(batch.get("has_image", np.ones(len(take), bool)), bool)})
         truth.append({k: v for k, v in batch.items() if k != "image"}
-                     | {"instrument_id": np.full(len(take), instrument.instrument_id)})
+                     | {"instrument_id": np.full(len(take), instrument.instrument_id)}
+                     | ({"source_sigma_arcsec": batch["dispersion_sigma_arcsec"]}
+                        if "dispersion_sigma_arcsec" in batch else {}))
     common = {k for k in set.intersection(*(set(t) for t in truth))
               if len({t[k].shape[1:] for t in truth}) == 1}  # drop grids that differ
     merged_inputs = {k: np.concatenate([p[k] for p in inputs]) for k in inputs[0]}
@@ -100,17 +105,16 @@ class SpecsrModels:
         self.image_autoencoder = presets.build_image_autoencoder(preset, encoder=image_encoder, seed=seed + 1)
         self.contrastive = presets.build_aligner(preset, image_encoder=image_encoder, spectrum_encoder=spectrum_encoder)
         self.superres = presets.build_superresolver(
-            preset, embedder=self.contrastive.spectrum_embedder(), seed=seed + 2)
-        self.generator = presets.build_image_to_spectrum(
-            preset, embedder=self.contrastive.image_embedder(), seed=seed + 3)
+            preset, spectrum_embedder=self.contrastive.spectrum_embedder(),
+            image_embedder=self.contrastive.image_embedder(), seed=seed + 2)
 
     def get(self, name: str) -> keras.Model:
         return getattr(self, name)
 
     def freeze_shared_space(self) -> None:
         """Keep the aligned embedding fixed while the decoders learn to use it."""
-        self.superres.embedder.trainable = False
-        self.generator.embedder.trainable = False
+        self.superres.spectrum_embedder.trainable = False
+        self.superres.image_embedder.trainable = False
 
 
 def train_run(config: TrainConfig, run_dir: str | Path, *, resume: bool = True,
@@ -142,7 +146,7 @@ def train_run(config: TrainConfig, run_dir: str | Path, *, resume: bool = True,
     with distribution_scope(config.devices or None):
         models = SpecsrModels(config.model_preset, config.seed)
         if config.init_from:
-            load_run_weights(models, Path(config.init_from), reporter)
+            load_run_weights(models, Path(config.init_from), reporter, config.init_stage_list())
         for stage in ("autoencoders", "contrastive", "decoders"):
             if stage == "decoders":
                 models.freeze_shared_space()
@@ -152,6 +156,9 @@ def train_run(config: TrainConfig, run_dir: str | Path, *, resume: bool = True,
             for name, steps_field in STAGE_MODELS[stage]:
                 keys = STAGE_KEYS[name]
                 arrays, val_arrays = stage_arrays(train_inputs, keys), stage_arrays(val_inputs, keys)
+                if name == "superres":
+                    arrays, val_arrays = prepare_superres(models.superres, arrays, val_arrays, reporter)
+                    keys = tuple(arrays)
                 if not len(arrays[keys[0]]):
                     reporter.info(f"{name}: no training example has an image; stage skipped")
                     continue
@@ -187,17 +194,43 @@ def _load_stage_weights(models: SpecsrModels, stage: str, run_dir: Path, reporte
                 break
 
 
-def load_run_weights(models: SpecsrModels, source: Path, reporter: Reporter) -> None:
-    """Every model's final weights from the run `source` (e.g. `--init-from`, a shipped run)."""
-    for stage in STAGE_MODELS:
+def load_run_weights(models: SpecsrModels, source: Path, reporter: Reporter, stages=tuple(STAGE_MODELS)) -> None:
+    """The final weights of `stages` from the run `source` (e.g. `--init-from`, a shipped run)."""
+    for stage in stages:
         _load_stage_weights(models, stage, source, reporter)
+
+
+# Examples per call when the frozen embedders embed a stage's training arrays.
+EMBED_BATCH = 256
+
+
+def frozen_embeddings(superres, arrays: dict) -> dict:
+    """`arrays` with "lowres"/"lowres_weight" replaced by "spectrum_embedding" and "image" by
+    "image_embedding", computed once by the super-resolver's frozen embedders."""
+    out = {k: v for k, v in arrays.items() if k not in ("lowres", "lowres_weight", "image")}
+    n = len(arrays["z_place"])
+    spectrum, image = [], []
+    for i in range(0, n, EMBED_BATCH):
+        part = {k: arrays[k][i : i + EMBED_BATCH] for k in ("lowres", "lowres_weight", "instrument", "image")}
+        spectrum.append(keras.ops.convert_to_numpy(superres.embed_spectrum(part)))
+        image.append(keras.ops.convert_to_numpy(superres.embed_image(part)))
+    out["spectrum_embedding"] = np.concatenate(spectrum) if n else np.zeros((0, superres.embedding_dim), np.float32)
+    out["image_embedding"] = np.concatenate(image) if n else np.zeros((0, superres.embedding_dim), np.float32)
+    return out
+
+
+def prepare_superres(superres, arrays: dict, val_arrays: dict, reporter: Reporter) -> tuple[dict, dict]:
+    """Fit the super-resolver's prior covariance on the training windows and embed both sets."""
+    superres.fit_prior_covariance(arrays["hires"], arrays["hires_weight"])
+    reporter.info(f"superres: prior covariance from {len(arrays['hires'])} windows; embedding the inputs")
+    return frozen_embeddings(superres, arrays), frozen_embeddings(superres, val_arrays)
 
 
 def _save_models(models: SpecsrModels, run_dir: Path) -> None:
     """The final (EMA) models as `.keras` files, for export, inference and fine-tuning."""
     out = run_dir / "models"
     out.mkdir(exist_ok=True)
-    for name in ("spectrum_autoencoder", "image_autoencoder", "contrastive", "superres", "generator"):
+    for name in ("spectrum_autoencoder", "image_autoencoder", "contrastive", "superres"):
         save_inference_model(models.get(name), out / f"{name}.keras")
 
 

@@ -17,6 +17,7 @@ from specsr_keras.evaluation.metrics import SNR_BINS, nmad
 from specsr_keras.inference.predictors import BaselinePredictor
 from specsr_keras.inference.superres_predictor import SuperResolutionPredictor
 from specsr_keras.instruments import INSTRUMENT_NAMES
+from specsr_keras.models.preprocessor import OPTIONAL_RAW
 from specsr_keras.reporting import Reporter
 from specsr_keras.training.batches import stage_arrays
 
@@ -49,12 +50,13 @@ def n2_errors(superres, truth: dict, config, reporter: Reporter) -> dict:
         return {"note": "val_examples = 0: N2 check skipped"}
     n = min(config.val_examples, len(truth["n2"]))
     instrument = INSTRUMENT_NAMES[int(truth["instrument_id"][0])]
-    batch = {k: truth[k][:n] for k in ("lowres_flux", "lowres_ivar", "lowres_mask", "z_prior", "instrument_id")}
-    reporter.info(f"validation: super-resolving {n} spectra ({config.val_samples} samples, "
-                  f"{config.val_ddim_steps} DDIM steps)")
-    sr = SuperResolutionPredictor(superres, instrument, "validation", steps=config.val_ddim_steps)
+    keys = ("lowres_flux", "lowres_ivar", "lowres_mask", "z_prior", "instrument_id") + OPTIONAL_RAW
+    batch = {k: truth[k][:n] for k in keys if k in truth}
+    sampler = superres.sampler.replace(steps=config.val_ddim_steps, samples=config.val_samples)
+    reporter.info(f"validation: super-resolving {n} spectra ({sampler.describe()})")
+    sr = SuperResolutionPredictor(superres, instrument, "validation", sampler)
     estimates = {
-        "specsr": sr.predict(batch, samples=config.val_samples, seed=config.seed)["n2_p50"],
+        "specsr": sr.predict(batch, seed=config.seed)["n2_p50"],
         "lowres_fit": BaselinePredictor(instrument).predict(batch)["n2_p50"],
     }
     true_n2, snr = truth["n2"][:n], truth["ha_snr"][:n]

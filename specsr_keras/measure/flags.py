@@ -1,7 +1,7 @@
 """Quality flags of `specsr infer` results: one int bitmask per object (column `flags`).
 
-Bits 0-7 come from the predictor (fit and redshift quality), bits 8-15 from reading and
-validating the catalog row. A flagged row still has results; a row that cannot be used
+Bits 0-7 and 11 come from the predictor (fit, redshift and data quality), bits 8-10 from
+reading and validating the catalog row. A flagged row still has results; a row that cannot be used
 at all goes to the quarantine table instead.
 """
 
@@ -24,6 +24,7 @@ class QualityFlag(enum.IntFlag):
     RESAMPLED = 1 << 8  # the input spectrum was resampled onto the model grid
     BAD_PIXELS_MASKED = 1 << 9  # NaN/inf flux or non-positive ivar pixels were masked
     Z_PRIOR_INVALID = 1 << 10  # the catalog z prior was inf or out of range: ignored
+    LINE_NOT_COVERED = 1 << 11  # no unmasked pixel observes Hα + [NII]: the estimate is the prior alone
 
 
 def describe_flags() -> str:
