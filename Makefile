@@ -10,7 +10,7 @@ export MPLBACKEND := Agg
 # JAX trains ~1.4x faster than TensorFlow on this CPU; export switches to TF by itself.
 export KERAS_BACKEND ?= jax
 
-.PHONY: demo test test-tf test-jax bench lint demo-clean venv shipped-data shipped-model
+.PHONY: demo test contracts test-tf test-jax bench lint demo-clean venv shipped-data shipped-model
 
 venv: $(VENV)/.installed
 
@@ -110,7 +110,11 @@ reports/specsr-g141/metrics.json: $(SHIPPED_RUN)/run.json
 shipped-model: $(SHIPPED_MODEL)/saved_model.pb $(SHIPPED_REPORTS:%=%/metrics.json)
 	$(NICE) $(SPECSR) ship $(SHIPPED_RUN) --name specsr --version $(SHIPPED_VERSION) $(SHIPPED_REPORTS:%=--report %)
 
-test: venv test-tf test-jax
+test: venv contracts test-tf test-jax
+
+# The import contracts of pyproject.toml: one direction of dependencies, TensorFlow only in export/.
+contracts: venv
+	$(VENV)/bin/lint-imports
 
 test-tf:
 	KERAS_BACKEND=tensorflow $(PY) -m pytest -q

@@ -38,7 +38,7 @@ from benchmarks.common import RESULTS_DIR, best_seconds, machine, run_child, wri
 RESULTS = RESULTS_DIR / "roofline.json"
 BACKENDS = ("tensorflow", "jax")
 PREFIX = {"tensorflow": "tf", "jax": "jax"}
-# The library's compiled path (`superres_predictor.compiled`) per backend.
+# The library's compiled path (`specsr_keras.compile.compiled`) per backend.
 COMPILED = {"tensorflow": "tf_function", "jax": "jax_jit"}
 # Eager sampling is timed up to this batch only (the before/after of the compiled path);
 # XLA sampling at the largest batch only (it compiles the loop for ~10 s per shape on a CPU).
@@ -87,7 +87,7 @@ def matmul_rates(n: int, dtypes) -> dict[str, float]:
     """Dense N x N matmul rate per dtype [FLOP/s], compiled as the library compiles."""
     import keras
 
-    from specsr_keras.inference.superres_predictor import compiled
+    from specsr_keras.backend.compile import compiled
 
     matmul = compiled(lambda a, b: keras.ops.matmul(a, b))
     rates = {}
@@ -150,7 +150,7 @@ def time_forward(denoiser, shapes: dict, batches, repeats: int) -> dict:
     """{variant: {batch: seconds}} of one denoiser forward, compiled and eager."""
     import keras
 
-    from specsr_keras.inference.superres_predictor import compiled
+    from specsr_keras.backend.compile import compiled
 
     backend = keras.backend.backend()
 
@@ -172,20 +172,27 @@ def time_forward(denoiser, shapes: dict, batches, repeats: int) -> dict:
 
 
 def time_sample(model, steps: int, batches, repeats: int) -> dict:
-    """{variant: {batch: seconds}} of one `sample()` call (1 sample per spectrum)."""
+    """{variant: {batch: seconds}} of one `sample()` call of the prior (1 sample per spectrum,
+    no observation: the network's cost; the data step is timed by bench_posterior)."""
     import keras
 
-    from specsr_keras.inference.superres_predictor import SuperResolutionPredictor
+    from specsr_keras.backend.compile import compiled
     from specsr_keras.models.diffusion import as_tensors
+    from specsr_keras.models.samplers import Sampler
 
     backend = keras.backend.backend()
-    predictor = SuperResolutionPredictor(model, "euclid_nisp_red", "bench", steps=steps)
+    sampler = Sampler(steps=steps, samples=1, data_consistency=False)
 
     def eager(inputs):
-        return model.sample(inputs, num_samples=1, steps=steps, seed=0)
+        return model.sample(inputs, 1, sampler, seed=0)
 
-    variants = {COMPILED[backend]: lambda inputs: predictor.draw(inputs, 1, seed=0),
-                f"{PREFIX[backend]}_eager": eager}
+    draw = compiled(lambda inputs, noise: model.sample(inputs, 1, sampler, noise=noise))
+
+    def compiled_path(inputs):
+        rows = len(inputs["z_place"])
+        return draw(as_tensors(inputs), sampler.draw_noise(rows, model.denoiser.sample_shape, seed=0))
+
+    variants = {COMPILED[backend]: compiled_path, f"{PREFIX[backend]}_eager": eager}
     if backend == "tensorflow":
         import tensorflow as tf
 
@@ -204,15 +211,15 @@ def time_sample(model, steps: int, batches, repeats: int) -> dict:
 
 
 def time_savedmodel(run_dir: Path, steps: int, batches, repeats: int, workdir: Path) -> dict:
-    """Export `run_dir` (1 sample, `steps` DDIM steps) and time `super_resolve` per batch;
+    """Export `run_dir` (2 samples, `steps` DDIM steps) and time `super_resolve` per batch;
     plus the export time and the parity of its samples with the Keras model."""
-    from specsr_keras.export import SamplingSettings, export_run
+    from specsr_keras.export import export_run
     from specsr_keras.export.predictor import SavedModelPredictor
     from specsr_keras.export.serving_check import parity, sample_inputs
 
     started = time.perf_counter()
     summary = export_run(run_dir, name="bench", version=1, out=workdir / "saved_models",
-                         sampling=SamplingSettings(steps=steps, samples=1))
+                         sampler={"steps": steps, "samples": 2})
     export_seconds = time.perf_counter() - started
     predictor = SavedModelPredictor(summary["path"])
     seconds = {}
@@ -234,7 +241,7 @@ def profile(denoiser, shapes: dict, batch: int, total_seconds: float, repeats: i
     import keras
     import numpy as np
 
-    from specsr_keras.inference.superres_predictor import compiled
+    from specsr_keras.backend.compile import compiled
     from specsr_keras.models.flops import layer_flops
 
     kinds = {kind: {"seconds": 0.0, "flops": 0} for kind in ("conv", "attention", "dense")}
@@ -261,7 +268,7 @@ def bfloat16_forward(denoiser, shapes: dict, batch: int, repeats: int) -> dict:
     import keras
     import numpy as np
 
-    from specsr_keras.inference.superres_predictor import compiled
+    from specsr_keras.backend.compile import compiled
 
     policy = keras.config.dtype_policy().name
     keras.config.set_dtype_policy("mixed_bfloat16")
@@ -317,7 +324,7 @@ def child(args) -> dict:
             "matmul_flops_per_s": timed("matmul", matmul_rates, args.matmul_n, dtypes),
             "parameters": model.count_params(),
             "denoiser_flops": count_flops(denoiser, shapes),
-            "embedder_flops": count_flops(model.embedder, {"spectrum": (512, 2), "instrument": ()}),
+            "embedder_flops": count_flops(model.spectrum_embedder, {"spectrum": (512, 2), "instrument": ()}),
             "forward_seconds": timed("forward", time_forward, denoiser, shapes, batches, args.repeats),
             "sample_seconds": timed("sample", time_sample, model, args.steps, batches, args.repeats),
         }

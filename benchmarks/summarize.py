@@ -3,9 +3,8 @@
 Reads roofline.json, ddim_steps.json, train.json and infer.json (and gpu/roofline.json
 when benchmarks/gpu.sh results were copied there) from benchmarks/results/, writes the
 flat `summary.json` and regenerates the table between the markers in benchmarks/README.md.
-Keys missing from the results (a benchmark not run or skipped) are left out. Without a
-GPU measurement, `sr_spectra_per_s_gpu_estimate` = H200 bf16 peak x CPU MFU / FLOPs per
-spectrum at the default step count: what the GPU would do at the CPU's utilisation.
+Keys missing from the results (a benchmark not run or skipped) are left out; nothing is
+estimated: a GPU figure appears only when benchmarks/gpu.sh measured it.
 
     python -m benchmarks.summarize [--results DIR] [--readme PATH]
 """
@@ -16,16 +15,14 @@ import argparse
 import json
 from pathlib import Path
 
-from benchmarks.bench_roofline import sample_flops
 from benchmarks.common import RESULTS_DIR, ROOT, write_report
-from specsr_keras.export.signatures import SamplingSettings
+from specsr_keras.models.samplers import Sampler
 
 README = ROOT / "benchmarks" / "README.md"
 # The sampler of `specsr export`, `specsr infer` and `evaluate` (DDIM, 10 steps), and two
 # alternatives for comparison.
-DEFAULT_SAMPLER, DEFAULT_STEPS = SamplingSettings().sampler, SamplingSettings().steps
+DEFAULT_SAMPLER, DEFAULT_STEPS = Sampler().kind, Sampler().steps
 COMPARED = {"ddim10": (DEFAULT_SAMPLER, DEFAULT_STEPS), "dpm10": ("dpm++2m", 10), "ddim20": ("ddim", 20)}
-H200_BF16_PEAK_FLOPS = 989e12  # NVIDIA H200 SXM dense bf16 tensor-core peak (spec sheet)
 BEGIN, END = "<!-- summary:begin -->", "<!-- summary:end -->"
 # key -> (description, unit) for the README table, in table order.
 DESCRIPTIONS = {
@@ -42,7 +39,6 @@ DESCRIPTIONS = {
     "sr_nmad_ddim20": ("same, DDIM 20 steps", "dex"),
     "sr_coverage68_ddim20": ("its 68 % predictive-interval coverage", ""),
     "sr_spectra_per_s_gpu": ("super-resolved spectra/s on the GPU, 10 steps (gpu.sh)", "1/s"),
-    "sr_spectra_per_s_gpu_estimate": ("H200 bf16 peak x CPU MFU / FLOPs per spectrum (not measured)", "1/s"),
     "train_samples_per_s_tiny_tf": ("super-resolver training, tiny, TensorFlow, batch 32", "1/s"),
     "train_samples_per_s_tiny_jax": ("same, JAX", "1/s"),
     "infer_rows_per_s": ("`specsr infer` baseline predictor, largest catalog", "rows/s"),
@@ -67,8 +63,7 @@ def summarize(results: Path = RESULTS_DIR) -> dict:
     gpu = _load(results / "gpu" / "roofline.json")
     out = {}
     if roofline:
-        peak, best, model = roofline["peak_gflops_per_s"], roofline["best_sample"], roofline["model"]
-        flops_default = sample_flops(model["denoiser_flops"], model["embedder_flops"], DEFAULT_STEPS)
+        peak, best = roofline["peak_gflops_per_s"], roofline["best_sample"]
         out.update(cpu_matmul_gflops=peak["float32"], cpu_matmul_bf16_gflops=peak.get("bfloat16"),
                    sr_mfu_cpu=best["mfu"], sr_best_variant_cpu=best["variant"])
         if not _setting(ddim, DEFAULT_SAMPLER, DEFAULT_STEPS):
@@ -76,8 +71,6 @@ def summarize(results: Path = RESULTS_DIR) -> dict:
                 best["spectra_per_s"] * (roofline["steps"] + 1) / (DEFAULT_STEPS + 1), 2)
         if gpu.get("steps") == DEFAULT_STEPS:
             out["sr_spectra_per_s_gpu"] = gpu["best_sample"]["spectra_per_s"]
-        else:
-            out["sr_spectra_per_s_gpu_estimate"] = round(H200_BF16_PEAK_FLOPS * best["mfu"] / flops_default)
     for short, (sampler, steps) in COMPARED.items():
         setting = _setting(ddim, sampler, steps)
         if setting:

@@ -47,6 +47,7 @@ def evaluate(
     Example: [bold]specsr evaluate --model baseline --data demo/data/heldout --out reports/base[/]
     """
     from specsr_keras.evaluation import evaluate as run_evaluation
+    from specsr_keras.models.samplers import parse_sampler_settings
 
     dirs = [part.strip() for part in data.split(",") if part.strip()]
     crossmodal = None
@@ -55,33 +56,11 @@ def evaluate(
 
         crossmodal = embeddings_from_run(embeddings_from, dirs[0], max_examples)
     metrics = run_evaluation(model, dirs, out, max_examples=max_examples, samples=samples,
-                             seed=seed, sampler=parse_settings(sampler), crossmodal=crossmodal,
+                             seed=seed, sampler=parse_sampler_settings(sampler), crossmodal=crossmodal,
                              domain_gap_against=domain_gap_against, reporter=reporter("objects"))
     console.print(headline_table(metrics))
     for name, gap in ((metrics["domain_gap"] or {}).get("sets") or {}).items():
         console.print(domain_gap_table(name, gap["statistics"]))
-
-
-def parse_settings(text: str | None) -> dict | None:
-    """'key=value,key=value' -> {key: value} with booleans, ints and floats parsed."""
-    if not text:
-        return None
-    settings = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--sampler: {item!r} is not key=value")
-        lowered = value.strip().lower()
-        if lowered in ("true", "false"):
-            settings[key.strip()] = lowered == "true"
-            continue
-        try:
-            number = float(value)
-        except ValueError:
-            settings[key.strip()] = value.strip()
-            continue
-        settings[key.strip()] = int(number) if number.is_integer() and "." not in value else number
-    return settings
 
 
 def headline_table(metrics: dict):

@@ -23,7 +23,7 @@ def ship(
 
     Example: [bold]specsr ship runs/default --name specsr --version 1 --report reports/euclid[/]
     """
-    from specsr_keras.export.shipping import ship_model
+    from specsr_keras.ship.shipping import ship_model
 
     if not report:
         raise ValueError("give at least one --report: the card's evaluation comes from them")

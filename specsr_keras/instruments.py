@@ -1,7 +1,7 @@
 """Instrument registry: wavelength grids, line-spread functions (LSF) and noise models.
 
 Wavelengths in Å (vacuum, observed frame unless a grid says "rest"); flux densities in
-1e-17 erg s^-1 cm^-2 Å^-1; line fluxes in 1e-17 erg s^-1 cm^-2. Numbers that SCIENCE.md
+1e-17 erg s^-1 cm^-2 Å^-1; line fluxes in 1e-17 erg s^-1 cm^-2. Numbers that docs/science.md
 marks unconfirmed are named constants with their source.
 
 LSF model. A slit spectrograph (MOSFIRE) has a fixed resolving power R = λ/FWHM, set by
@@ -277,7 +277,7 @@ def dispersion_axis_sigma(r_eff_arcsec, axis_ratio=1.0, position_angle_rad=0.0):
 
 def _mosfire(name, instrument_id, wave_min, wave_max, dispersion, resolving_power):
     # Keck/MOSFIRE (McLean et al. 2012, SPIE 8446): 0.1798"/px, 0.7" slit; R and Å/px per
-    # band from SCIENCE.md; band ranges from the MOSFIRE filter set (Keck web pages).
+    # band from docs/science.md; band ranges from the MOSFIRE filter set (Keck web pages).
     return Instrument(
         name=name, instrument_id=instrument_id, kind="slit", wave_min=wave_min,
         wave_max=wave_max, dispersion=dispersion, pixel_scale_arcsec=0.1798,
@@ -294,9 +294,9 @@ def _mosfire(name, instrument_id, wave_min, wave_max, dispersion, resolving_powe
 # 46.5 Å/px, R~130 at 1.4 µm for a point source, 0.128"/px (native WFC3/IR), 3-sigma
 # point-source line limit 1.5e-17 erg/s/cm² (Momcheva et al. 2016, abstract).
 G141_LINE_LIMIT_3SIGMA = 1.5
-# Euclid NISP red grism (Q1): 13.7 Å/px (SCIENCE.md: unconfirmed, 13.4-13.7), 0.3"/px,
+# Euclid NISP red grism (Q1): 13.7 Å/px (docs/science.md: unconfirmed, 13.4-13.7), 0.3"/px,
 # R~450 for a 0.5"-diameter source (unconfirmed, >= 380), taken as a Gaussian of
-# FWHM 0.5" at 1.55 µm; 3.5-sigma line limit 2e-16 erg/s/cm² (SCIENCE.md), here for a
+# FWHM 0.5" at 1.55 µm; 3.5-sigma line limit 2e-16 erg/s/cm² (docs/science.md), here for a
 # point source as asked of this model.
 EUCLID_DISPERSION = 13.7
 EUCLID_RESOLVING_POWER = 450.0

@@ -10,7 +10,7 @@ import functools
 
 import numpy as np
 
-# Vacuum rest wavelengths [Å] (SDSS line list, vacuum; see SCIENCE.md "Lines").
+# Vacuum rest wavelengths [Å] (SDSS line list, vacuum; see docs/science.md "Lines").
 LINE_WAVELENGTHS = {
     "hbeta": 4862.68,
     "oiii_4960": 4960.30,
@@ -56,7 +56,7 @@ _FAISST_SCATTER_DEX = np.array([0.13, 0.21, 0.22])
 _FAISST_N2_GRID = np.linspace(-1.5, -0.1, 2801)
 
 # Pettini & Pagel 2004 (MNRAS 348, L59) N2 calibration: 12+log(O/H) = 8.90 + 0.57 N2
-# (unconfirmed constant in SCIENCE.md; kept as a documented parameter).
+# (unconfirmed constant in docs/science.md; kept as a documented parameter).
 PP04_N2_INTERCEPT = 8.90
 PP04_N2_SLOPE = 0.57
 

@@ -30,7 +30,7 @@ def _results(root):
     return root
 
 
-def test_summary_keys_and_the_gpu_estimate_until_a_gpu_result_exists(tmp_path):
+def test_summary_keys_and_a_gpu_figure_only_when_measured(tmp_path):
     summary = summarize(_results(tmp_path))
     assert REQUIRED <= set(summary)
     assert summary["sr_spectra_per_s_cpu"] == 15.0 and summary["infer_rows_per_s"] == 710.0
@@ -38,10 +38,10 @@ def test_summary_keys_and_the_gpu_estimate_until_a_gpu_result_exists(tmp_path):
     assert summary["train_samples_per_s_tiny_tf"] == 40.0 and "train_samples_per_s_tiny_jax" not in summary
     assert "sr_spectra_per_s_gpu" not in summary
     assert summary["sr_nmad_ddim10"] == summary["sr_nmad_dpm10"] == summary["sr_nmad_ddim20"] == 0.2
-    assert summary["sr_spectra_per_s_gpu_estimate"] == round(989e12 * 0.2 / (1e7 + 11 * 7e7))  # 10 steps
+    assert not [key for key in summary if "estimate" in key and "gpu" in key]  # no GPU number without a GPU run
     _write(tmp_path / "gpu" / "roofline.json", {"steps": 10, "best_sample": {"spectra_per_s": 5e4}})
     summary = summarize(tmp_path)
-    assert summary["sr_spectra_per_s_gpu"] == 5e4 and "sr_spectra_per_s_gpu_estimate" not in summary
+    assert summary["sr_spectra_per_s_gpu"] == 5e4
 
 
 def test_readme_table_is_regenerated_between_the_markers(tmp_path):

@@ -24,15 +24,17 @@ def _invoke(*args):
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    """A run layout holding an untrained tiny aligner and image-to-spectrum generator."""
+    """A run layout holding an untrained tiny aligner and super-resolver (the image-to-spectrum
+    generator is the super-resolver given the image alone)."""
     from specsr_keras.models import presets
     from specsr_keras.models.preprocessor import STAGE_KEYS, dummy_inputs
 
     run = tmp_path_factory.mktemp("run")
     (run / "models").mkdir()
     aligner = presets.build_aligner("tiny")
-    generator = presets.build_image_to_spectrum("tiny", embedder=aligner.image_embedder(), seed=3)
-    for name, model in (("contrastive", aligner), ("generator", generator)):
+    superres = presets.build_superresolver("tiny", spectrum_embedder=aligner.spectrum_embedder(),
+                                           image_embedder=aligner.image_embedder(), seed=3)
+    for name, model in (("contrastive", aligner), ("superres", superres)):
         model(dummy_inputs(STAGE_KEYS[name]))
         model.save(run / "models" / f"{name}.keras")
     return run

@@ -54,7 +54,7 @@ def test_evaluate_baseline_writes_report_html_and_metrics(euclid_dir, tmp_path):
     naive, fit = bins["all"]["z"]["centroid"]["bias"], bins["all"]["z"]["lowres_fit"]["bias"]
     assert naive > abs(fit)  # Martens et al. 2019: ignoring [NII] biases z redward
     report = (out / "report.md").read_text()
-    assert "model `baseline`" in report and "does NOT beat" in report
+    assert "model `baseline`" in report and "does not beat its best competitor" in report
     assert "not computed" in report
     assert "data:image/png;base64," in (out / "report.html").read_text()
     from astropy.table import Table

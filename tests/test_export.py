@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from specsr_keras.export import SamplingSettings, client, export_run
+from specsr_keras.export import client, export_run
 from specsr_keras.export.exporter import write_models_config
 from specsr_keras.export.serving_check import (
     _check_outputs,
@@ -29,7 +29,8 @@ from specsr_keras.export.serving_check import (
     sample_inputs,
 )
 from specsr_keras.instruments import TARGET_GRID, get_instrument
-from specsr_keras.resampling import edges_from_centres, resample_flux
+from specsr_keras.models.samplers import Sampler
+from specsr_keras.spectral.band import edges_from_centres, resample_flux
 
 pytestmark = pytest.mark.keras
 if keras.backend.backend() != "tensorflow":
@@ -38,7 +39,7 @@ if keras.backend.backend() != "tensorflow":
 import tensorflow as tf  # noqa: E402  (only after the backend check)
 
 STEPS, SAMPLES = 3, 4
-SAMPLING = SamplingSettings(steps=STEPS, samples=SAMPLES)
+SAMPLING = {"steps": STEPS, "samples": SAMPLES}
 
 _WRITE_RUN = textwrap.dedent("""
     import json, sys
@@ -48,7 +49,7 @@ _WRITE_RUN = textwrap.dedent("""
     out, preset, seed = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     models = SpecsrModels(preset, seed)
     (out / "models").mkdir(parents=True, exist_ok=True)
-    for name in ("contrastive", "superres", "generator"):
+    for name in ("contrastive", "superres"):
         models.get(name).save(out / "models" / f"{name}.keras")
     run = {"backend": keras.backend.backend(), "preset": preset}
     (out / "run.json").write_text(json.dumps(run))
@@ -87,7 +88,7 @@ def tf_run(tmp_path_factory, jax_run_process):
     run_dir = tmp_path_factory.mktemp("tf_run")
     models = SpecsrModels("tiny", 0)
     (run_dir / "models").mkdir()
-    for name in ("contrastive", "superres", "generator"):
+    for name in ("contrastive", "superres"):
         models.get(name).save(run_dir / "models" / f"{name}.keras")
     (run_dir / "run.json").write_text(json.dumps({"backend": "tensorflow", "preset": "tiny"}))
     return run_dir
@@ -96,7 +97,7 @@ def tf_run(tmp_path_factory, jax_run_process):
 @pytest.fixture(scope="module")
 def exported(tf_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("saved_models")
-    summary = export_run(tf_run, name="specsr", version=1, out=out, sampling=SAMPLING)
+    summary = export_run(tf_run, name="specsr", version=1, out=out, sampler=SAMPLING)
     return out, summary
 
 
@@ -134,7 +135,8 @@ def test_export_writes_tf_serving_layout(exported, export_dir, signatures):
     assert not [p for p in (out / "specsr").iterdir() if not p.name.isdigit()]  # no temp dirs left
     meta = signatures["metadata"]
     euclid = get_instrument("euclid")
-    assert meta["sampler"] == "ddim" and meta["steps"] == STEPS and meta["samples"] == SAMPLES
+    assert meta["sampler"]["kind"] == "ddim" and meta["sampler"]["steps"] == STEPS and meta["samples"] == SAMPLES
+    assert meta["sampler"]["data_consistency"] is True
     assert meta["instrument"]["instrument"] == "euclid_nisp_red"
     np.testing.assert_allclose(meta["lowres_bin_edges"], euclid.bin_edges)
     flux_spec = signatures["endpoints"]["super_resolve"]["inputs"]["lowres_flux"]
@@ -152,7 +154,7 @@ def test_existing_version_is_never_overwritten(exported, tf_run, export_dir):
     out, _ = exported
     before = (export_dir / "saved_model.pb").stat().st_mtime_ns
     with pytest.raises(FileExistsError, match="never overwritten; use --version 2"):
-        export_run(tf_run, name="specsr", version=1, out=out, sampling=SAMPLING)
+        export_run(tf_run, name="specsr", version=1, out=out, sampler=SAMPLING)
     assert (export_dir / "saved_model.pb").stat().st_mtime_ns == before
     from cli.main import app
 
@@ -182,31 +184,25 @@ def test_super_resolve_matches_keras_superresolver(loaded, signatures, inputs, t
     assert report["scale_relative_diff"] < 1e-6
 
 
-@pytest.mark.parametrize("sampling", [SamplingSettings("ddim", 2, 3, eta=0.7), SamplingSettings("dpm++2m", 3, 3)])
-def test_graph_sampler_matches_keras_sample(tf_run, inputs, sampling):
+@pytest.mark.parametrize("sampler", [Sampler("ddim", 2, eta=0.7, posterior_draws=True, samples=3),
+                                     Sampler("dpm++2m", 3, samples=3)])
+def test_graph_super_resolve_is_the_keras_generate(tf_run, inputs, sampler):
     from specsr_keras.export.exporter import load_models
-    from specsr_keras.export.graph import ServingGraph
-    from specsr_keras.models import graph_ops
+    from specsr_keras.export.graph import ServingGraph, sampler_noise
 
     models = load_models(tf_run)
     euclid = get_instrument("euclid")
-    graph = ServingGraph(models["superres"], models["contrastive"], models["generator"], euclid, sampling)
-    row = {k: v[:1] for k, v in inputs.items()}
-    prepared = graph_ops.lowres_model_inputs(
-        row["lowres_flux"], row["lowres_ivar"], row["lowres_mask"], row["z_prior"], euclid
-    )
-    keys = ("lowres", "lowres_weight", "instrument", "lowres_on_target", "lowres_on_target_weight")
-    model_inputs = {k: prepared[k] for k in keys}
-    got = graph.draw(models["superres"], model_inputs, tf.constant(row["seed"]))
-    expected = models["superres"].sample(
-        model_inputs,
-        num_samples=3,
-        steps=sampling.steps,
-        eta=sampling.eta,
-        seed=int(row["seed"][0]),
-        sampler=sampling.sampler,
-    )
-    np.testing.assert_allclose(got.numpy(), keras.ops.convert_to_numpy(expected), atol=1e-5)
+    graph = ServingGraph(models["superres"], models["contrastive"], euclid, sampler)
+    row = {k: v[:2] for k, v in inputs.items()}
+    got = graph.super_resolve(*(tf.constant(row[k]) for k in ("lowres_flux", "lowres_ivar", "lowres_mask", "z_prior",
+                                                                "source_sigma_arcsec", "log_mstar", "seed")))
+    raw = {"lowres_flux": row["lowres_flux"], "lowres_ivar": row["lowres_ivar"], "lowres_mask": row["lowres_mask"],
+           "z_prior": row["z_prior"], "source_sigma_arcsec": row["source_sigma_arcsec"],
+           "log_mstar_catalog": row["log_mstar"]}
+    noise = sampler_noise(row["seed"], sampler, 3, (320, 1), graph.preprocessor.observed_pixels)
+    expected = models["superres"].generate(raw, 3, sampler, noise=noise, preprocessor=graph.preprocessor)
+    np.testing.assert_allclose(got["samples"].numpy(), keras.ops.convert_to_numpy(expected["samples"]), atol=1e-5)
+    np.testing.assert_allclose(got["n2"].numpy(), keras.ops.convert_to_numpy(expected["n2"]), atol=1e-4)
 
 
 def test_rows_depend_on_their_own_seed_only(loaded, inputs):
@@ -217,7 +213,8 @@ def test_rows_depend_on_their_own_seed_only(loaded, inputs):
     )
 
 
-def test_nan_and_masked_pixels_give_finite_outputs(loaded, inputs):
+def test_nan_and_masked_pixels_give_finite_outputs_or_documented_nans(loaded, export_dir, inputs):
+    loaded_dir = export_dir
     bad = {k: np.array(v, copy=True) for k, v in inputs.items()}
     bad["lowres_flux"][0, :50] = np.nan  # NaN flux (masked)
     bad["lowres_mask"][0, :50] = 1.0
@@ -226,8 +223,12 @@ def test_nan_and_masked_pixels_give_finite_outputs(loaded, inputs):
     bad["lowres_flux"][2, 130:140] = np.nan  # NaN flux at unmasked pixels
     bad["z_prior"][1] = np.nan  # no prior
     for name in ("super_resolve", "anomaly_score", "embed_spectrum"):
+        outputs = client.load_signatures(loaded_dir)["endpoints"][name]["outputs"]
         for key, value in _call(loaded, name, bad).items():
-            assert np.all(np.isfinite(value)), f"{name}/{key}"
+            assert outputs[key]["nan"] or np.all(np.isfinite(value)), f"{name}/{key}"
+        if name == "super_resolve":
+            result = _call(loaded, name, bad)
+            assert np.isnan(result["reconstruction_chi2"][1]) and result["observed_pixels"][1] == 0
 
 
 def test_client_round_trip_through_the_signature(loaded, signatures, inputs, tmp_path):
@@ -269,7 +270,8 @@ def test_client_round_trip_through_the_signature(loaded, signatures, inputs, tmp
 
 def test_client_rejects_bad_requests(signatures, inputs):
     arrays = {
-        k: inputs[k] for k in ("lowres_flux", "lowres_ivar", "lowres_mask", "z_prior", "seed")
+        k: inputs[k] for k in ("lowres_flux", "lowres_ivar", "lowres_mask", "z_prior", "source_sigma_arcsec",
+                               "log_mstar", "seed")
     }
     with pytest.raises(ValueError, match="grid of 500 pixels"):
         client.request_body(signatures, **{**arrays, "lowres_flux": arrays["lowres_flux"][:, :-3]})
@@ -308,13 +310,21 @@ def test_saved_model_predictor_serves_specsr_infer(export_dir, inputs):
     batch["lowres_mask"] = inputs["lowres_mask"] > 0
     batch["z_prior"] = inputs["z_prior"].astype(np.float64)
     batch["instrument_id"] = np.full(3, 1)
-    out = predictor.predict(batch, samples=SAMPLES, seed=3, save_spectra=True)
-    assert set(output_columns(True)) <= set(out)
-    assert out["sr_mean"].shape == (3, 320) and np.all(np.isfinite(out["anomaly_score"]))
+    out = predictor.predict(batch, seed=3, save_spectra=True)  # the export's K by default
+    assert set(output_columns(predictor, True)) <= set(out)
+    assert out["sr_mean"].shape == (3, 320) and np.all(np.isfinite(out["reconstruction_chi2"]))
     again = predictor.predict(batch, samples=SAMPLES, seed=3, save_spectra=True)
     np.testing.assert_array_equal(again["sr_mean"], out["sr_mean"])
     with pytest.raises(ValueError, match="re-export with --samples"):
         predictor.predict(batch, samples=SAMPLES + 1, seed=3, save_spectra=False)
+    # served = infer: the columns equal the signature's own percentiles for every object
+    feed = {**{k: inputs[k] for k in ("lowres_flux", "lowres_ivar", "lowres_mask", "source_sigma_arcsec")},
+            "z_prior": inputs["z_prior"], "log_mstar": np.full(3, np.nan, np.float32),
+            "seed": (3 + np.arange(3)).astype(np.int32)}
+    served = _call(tf.saved_model.load(str(export_dir)), "super_resolve",
+                   dict(feed, source_sigma_arcsec=np.full(3, np.nan, np.float32)))
+    for column in ("n2_p50", "n2_p16", "ha_flux_p50", "z_p84"):
+        np.testing.assert_allclose(out[column], served[column], rtol=1e-5, atol=1e-5)
 
 
 def test_jax_written_run_exports_under_tensorflow(jax_run_process, exported):
@@ -386,13 +396,11 @@ def test_resampled_client_grid_matches_instrument_edges(signatures):
     np.testing.assert_allclose(edges_from_centres(euclid.wavelength), euclid.bin_edges, rtol=1e-12)
     flux = np.linspace(1, 2, euclid.wavelength.size)
     same, _ = resample_flux(euclid.bin_edges, flux, None, client.grid_edges(signatures))
-    np.testing.assert_allclose(same, flux, rtol=1e-12)
+    np.testing.assert_allclose(same, flux, rtol=1e-6)  # float32 kernel
 
 
-def test_export_settings_know_the_samplers_the_models_have():
-    from specsr_keras.export.signatures import SAMPLERS
-    from specsr_keras.models.diffusion import SAMPLERS as MODEL_SAMPLERS
-
-    assert SAMPLERS == MODEL_SAMPLERS  # signatures.py keeps a Keras-free copy
-    with pytest.raises(ValueError, match="--sampler must be one of"):
-        SamplingSettings(sampler="euler")
+def test_export_takes_the_models_sampler_and_rejects_unknown_settings(tf_run, tmp_path):
+    with pytest.raises(ValueError, match="unknown sampler setting"):
+        export_run(tf_run, name="specsr", version=1, out=tmp_path, sampler={"sampler": "euler"})
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        export_run(tf_run, name="specsr", version=1, out=tmp_path, sampler={"kind": "euler"})

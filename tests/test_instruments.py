@@ -75,7 +75,7 @@ def test_source_size_broadens_slitless_lsf_only():
 
 
 def test_line_limits_reproduce_quoted_sensitivities():
-    # Euclid: 2e-16 erg/s/cm² at 3.5 sigma for a point source (SCIENCE.md).
+    # Euclid: 2e-16 erg/s/cm² at 3.5 sigma for a point source (docs/science.md).
     assert get_instrument("euclid").line_snr(20.0, 15500.0) == pytest.approx(3.5, rel=1e-9)
     # 3D-HST: 1.5e-17 at 3 sigma for point sources (Momcheva et al. 2016).
     assert get_instrument("g141").line_snr(1.5, 14000.0) == pytest.approx(3.0, rel=1e-9)

@@ -1,4 +1,4 @@
-"""Task models (super-resolver, generator, autoencoders, aligner): shapes for every
+"""Task models (super-resolver, autoencoders, aligner): shapes for every
 preset, `.keras` round trips (same backend and across backends), gradient flow to every
 trainable weight, `fit` on dicts and tf.data, and the contrastive loss arithmetic.
 
@@ -19,7 +19,8 @@ from keras import ops
 
 from specsr_keras.models import presets
 from specsr_keras.models.contrastive import info_nce, retrieval_top_k
-from specsr_keras.models.superres import SuperResolver, sample_mean_std
+from specsr_keras.models.samplers import Sampler
+from specsr_keras.models.superres import MODALITIES, SuperResolver, sample_mean_std
 from specsr_keras.models.unet1d import UNet1D
 
 pytestmark = pytest.mark.keras
@@ -28,7 +29,6 @@ BACKEND = keras.backend.backend()
 REPO = Path(__file__).resolve().parents[1]
 BUILDERS = {
     "superres": presets.build_superresolver,
-    "generator": presets.build_image_to_spectrum,
     "spectrum_ae": presets.build_spectrum_autoencoder,
     "image_ae": presets.build_image_autoencoder,
     "aligner": presets.build_aligner,
@@ -42,6 +42,12 @@ SHAPES = {
     "hires": (320,),
     "hires_weight": (320,),
     "image": (64, 64, 4),
+    "log_image_amplitude": (),
+    "has_image": (),
+    "log_scale": (),
+    "log_mstar": (),
+    "has_mass": (),
+    "z_place": (),
 }
 
 
@@ -51,6 +57,9 @@ def make_batch(size=4, seed=0):
     for key in ("lowres_on_target_weight", "lowres_weight", "hires_weight"):
         batch[key] = rng.uniform(0.0, 1.0, batch[key].shape).astype("float32")
     batch["instrument"] = (np.arange(size) % presets.NUM_INSTRUMENTS).astype("int32")
+    for key in ("has_image", "has_mass"):
+        batch[key] = (np.arange(size) % 2).astype("float32")
+    batch["z_place"] = rng.uniform(0.9, 1.8, size).astype("float32")
     return batch
 
 
@@ -97,7 +106,6 @@ def _symbolic(size=2):
 
 EXPECTED_SHAPES = {
     "superres": {"v_pred": (2, 320, 1), "v_target": (2, 320, 1), "weight": (2, 320)},
-    "generator": {"v_pred": (2, 320, 1), "v_target": (2, 320, 1), "weight": (2, 320)},
     "spectrum_ae": {
         "lowres": {"v_pred": (2, 512, 1), "v_target": (2, 512, 1), "weight": (2, 512)},
         # hi-res decoded from z_hi and (cross term) z_lo in one pass: 2 x batch
@@ -132,7 +140,7 @@ def test_every_tiny_model_has_the_documented_output_shapes():
         model = build(name, "tiny")
         _check_output_shapes(name, model, presets.get_preset("tiny")["embedding_dim"])
         if name == "superres":
-            assert 1e5 <= model.count_params() <= 5e5, model.count_params()
+            assert 1e5 <= model.count_params() <= 8e5, model.count_params()  # incl. both embedders, prior basis
 
 
 @pytest.mark.skipif(BACKEND == "jax", reason="checked under TensorFlow; see comment")
@@ -143,28 +151,28 @@ def test_base_preset_builds_every_model_with_several_million_parameters():
     assert 2e6 <= counts["spectrum_ae"] <= 1.5e7, counts
     assert 2e6 <= counts["image_ae"] <= 1.5e7, counts
     assert tuple(models["superres"].denoiser.output.shape) == (None, 320, 1)
-    assert tuple(models["superres"].embedder.output.shape) == (None, 128)
+    assert tuple(models["superres"].spectrum_embedder.output.shape) == (None, 128)
+    assert tuple(models["superres"].image_embedder.output.shape) == (None, 128)
     assert tuple(models["image_ae"].denoiser.output.shape) == (None, 64, 64, 4)
     assert tuple(models["spectrum_ae"].lowres_diffusion.denoiser.output.shape) == (None, 512, 1)
-    assert tuple(models["generator"].embedder.output.shape) == (None, 128)
 
 
 def test_samples_have_shape_batch_by_samples_by_pixels(micro_models, batch):
     sr = micro_models["superres"]
-    samples = sr.sample(batch, num_samples=3, steps=2, eta=1.0, guidance=2.0, seed=3)
+    samples = sr.sample(batch, num_samples=3, sampler=Sampler(steps=2, eta=1.0), seed=3)
     assert tuple(samples.shape) == (4, 3, 320)
     mean, std = sample_mean_std(samples)
     assert tuple(mean.shape) == (4, 320) and tuple(std.shape) == (4, 320)
     assert float(ops.min(std)) > 1e-3  # eta=1 samples of one object differ
     ae = micro_models["spectrum_ae"]
-    hires = ae.sample_hires(batch, 2, steps=2, seed=1, sampler="dpm++2m")
+    hires = ae.sample_hires(batch, 2, Sampler("dpm++2m", steps=2), seed=1)
     assert tuple(hires.shape) == (4, 2, 320)
 
 
-def test_a_given_embedding_replaces_the_embedder(micro_models, batch):
+def test_given_embeddings_replace_the_embedders(micro_models, batch):
     sr = micro_models["superres"]
-    given = dict(batch, embedding=sr.embed(batch))
-    del given["lowres"], given["lowres_weight"]
+    given = dict(batch, spectrum_embedding=sr.embed_spectrum(batch), image_embedding=sr.embed_image(batch))
+    del given["lowres"], given["lowres_weight"], given["image"]
     from_embedder = sr.conditioning(batch)[0]
     from_input = sr.conditioning({k: ops.convert_to_tensor(v) for k, v in given.items()})[0]
     assert (
@@ -248,20 +256,36 @@ def _gradients(model, inputs):
     return [np.asarray(g) for g in jax.jit(jax.grad(loss_fn))(trainable)]
 
 
-# The generator is left out: it is the super-resolver's class family without the
-# low-res channels, and its image embedder is covered by the image AE and the aligner.
+def _drop_half(model):
+    """Drop half the conditions (classifier-free null, or each super-resolver modality) so that
+    the null / missing vectors learn too; returns a function restoring the settings."""
+    diffusions = [layer for layer in model._flatten_layers() if getattr(layer, "null_condition", None) is not None]
+    kept = dict(getattr(model, "modality_keep", {}))
+    for layer in diffusions:
+        layer.condition_dropout = 0.5
+    if kept:
+        model.modality_keep = dict.fromkeys(MODALITIES, 0.5)
+
+    def restore():
+        for layer in diffusions:
+            layer.condition_dropout = 0.1
+        if kept:
+            model.modality_keep = kept
+
+    return restore
+
+
 @pytest.mark.parametrize("name", ["superres", "spectrum_ae", "image_ae", "aligner"])
 def test_every_trainable_weight_gets_a_nonzero_gradient(name, micro_models):
     model = micro_models[name]
-    diffusions = [layer for layer in model._flatten_layers() if hasattr(layer, "null_condition")]
-    for layer in diffusions:  # drop half the conditions so the null vector learns too
-        layer.condition_dropout = 0.5
+    restore = _drop_half(model)
     try:
-        inputs = {k: ops.convert_to_tensor(v) for k, v in make_batch(8, seed=2).items()}
+        inputs = {k: ops.convert_to_tensor(v) for k, v in make_batch(16, seed=2).items()}
+        inputs["has_image"] = ops.ones((16,))  # present where not dropped
+        inputs["has_mass"] = ops.ones((16,))
         grads = _gradients(model, inputs)
     finally:
-        for layer in diffusions:
-            layer.condition_dropout = 0.1
+        restore()
     dead = [
         v.path
         for v, g in zip(model.trainable_variables, grads, strict=True)
@@ -275,7 +299,9 @@ def test_fit_runs_two_steps_and_updates_the_weights():
     # TF reads a tf.data pipeline (graph mode, no XLA to keep the test fast); JAX reads
     # a dict of numpy arrays inside its jitted step. Both are plain `model.fit` calls.
     data = make_batch(8, seed=3)
+    data["has_image"] = data["has_mass"] = np.ones(8, "float32")
     sr = build("superres", seed=5)
+    _drop_half(sr)
     sr.compile(optimizer=keras.optimizers.SGD(1e-2), jit_compile=BACKEND == "jax")
     before = [ops.convert_to_numpy(v) for v in sr.trainable_variables]
     if BACKEND == "tensorflow":
@@ -292,8 +318,7 @@ def test_fit_runs_two_steps_and_updates_the_weights():
         for v, a, b in zip(sr.trainable_variables, before, after, strict=True)
         if np.array_equal(a, b)
     ]
-    # with 10 % condition dropout over 8 examples the null condition may not be drawn
-    assert [p for p in frozen if "null_condition" not in p] == []
+    assert frozen == []
 
 
 def test_masked_hires_pixels_do_not_change_the_superres_loss(micro_models, batch):
@@ -313,7 +338,7 @@ def test_masked_hires_pixels_do_not_change_the_superres_loss(micro_models, batch
 def test_superresolver_rejects_a_denoiser_without_lowres_channels():
     denoiser = UNet1D(length=320, extra_channels=0, condition_dim=32, widths=(16, 16))
     with pytest.raises(ValueError, match="extra_channels=2"):
-        SuperResolver(denoiser, embedding_dim=16, instrument_dim=16)
+        SuperResolver(denoiser, embedding_dim=16, instrument_dim=16, context_dim=32)
 
 
 def test_info_nce_equals_hand_computation_on_3x3():

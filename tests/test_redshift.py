@@ -8,7 +8,7 @@ from specsr_keras.measure.redshift import centroid_redshift_ignoring_nii, coarse
 from tests.synthetic_lines import euclid_edges, g141_edges, line_spectrum, lsf_sigma_for_r
 
 C_KMS = 299792.458
-# Martens et al. 2019 centroid shifts [km/s] when [NII] is ignored (SCIENCE.md).
+# Martens et al. 2019 centroid shifts [km/s] when [NII] is ignored (docs/science.md).
 MARTENS_SHIFT_KMS = {-1.2: 42.0, -0.8: 95.0, -0.5: 161.0, -0.3: 217.0}
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from specsr_keras.export.model_card import write_model_card
-from specsr_keras.export.shipping import REPORT_FILES
 from specsr_keras.inference.predictors import load_predictor
+from specsr_keras.ship.model_card import write_model_card
+from specsr_keras.ship.shipping import REPORT_FILES
 from specsr_keras.simulate import simulate_galaxies
 
 SHIPPED = Path(__file__).resolve().parents[1] / "saved_models" / "specsr"

@@ -62,7 +62,7 @@ def test_config_precedence_preset_file_override(tmp_path):
     path = tmp_path / "c.toml"
     path.write_text('batch_size = 8\nlearning_rate = 0.1\n')
     config = resolve_config("default", path, learning_rate=0.2, seed=None)
-    assert (config.batch_size, config.learning_rate, config.superres_steps) == (8, 0.2, 7000)
+    assert (config.batch_size, config.learning_rate, config.superres_steps) == (8, 0.2, 12000)
     roundtrip = tmp_path / "r.toml"
     roundtrip.write_text(config.to_toml())
     assert resolve_config("quick", roundtrip) == config

@@ -27,6 +27,8 @@ from specsr_keras.reporting import Reporter
 __all__ = ["CrossModalInputs", "HEADLINE_INSTRUMENT", "HeldOutSet", "domain_gap_metrics", "domain_gap_reference",
            "evaluate", "flat_domain_gap", "flat_metrics"]
 
+# The model's column scoring how badly it explains a spectrum (the first a predictor has).
+ANOMALY_SCORE_COLUMNS = ("reconstruction_chi2", "fit_chi2_dof", "sample_spread")
 # The flat metrics describe this instrument's set (the first set if none is Euclid-like).
 HEADLINE_INSTRUMENT = "euclid_nisp_red"
 
@@ -61,7 +63,9 @@ def evaluate(model: str, data_dirs, out_dir, *, max_examples: int | None = None,
     headline = min(sets, key=lambda s: (not s.line_truth, s.instrument != HEADLINE_INSTRUMENT))
     crossmodal = crossmodal or CrossModalInputs()
     # Anomaly labels (AGN, broad lines, contamination) are simulation truth.
-    model_scores = headline.estimates["specsr"].get("reconstruction_chi2") if headline.line_truth else None
+    specsr = headline.estimates["specsr"]
+    score = next((specsr[k] for k in ANOMALY_SCORE_COLUMNS if k in specsr), None)
+    model_scores = score if headline.line_truth else None
     bins = {s.name: set_metrics(s.truth, s.estimates) for s in sets}
     extra = crossmodal_metrics(crossmodal, headline.truth, model_scores)
     gaps = domain_gap_metrics(reference, [s for s in sets if s.provenance["kind"] == "real"],

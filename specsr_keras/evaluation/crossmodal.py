@@ -1,6 +1,6 @@
 """Cross-modal metrics on plain arrays: retrieval, kNN regression, anomalies, generation.
 
-Anchors (SCIENCE.md): AstroCLIP (Parker et al. 2024) reaches zero-shot kNN redshift
+Anchors (docs/science.md): AstroCLIP (Parker et al. 2024) reaches zero-shot kNN redshift
 R² 0.79 from images and 0.99 from spectra. Row i of every array is one galaxy.
 """
 

@@ -26,7 +26,7 @@ METHOD_LABELS = {"specsr": "specsr", "lowres_fit": "low-res fit", "fit_populatio
 _COLORS = {"specsr": "C3", "lowres_fit": "C0", "fit_population": "C4", "fit_faisst": "C5", "faisst": "C2",
            "constant": "0.6", "ceiling": "k", "centroid": "C1", "truth": "0.3"}
 # Martens et al. 2019 (MNRAS 485, 211) centroid shift ignoring [NII], Δz/(1+z) at N2
-# (derived from the line positions; SCIENCE.md).
+# (derived from the line positions; docs/science.md).
 MARTENS_N2 = np.array([-1.2, -0.8, -0.5, -0.3])
 MARTENS_DZ = np.array([1.4e-4, 3.2e-4, 5.4e-4, 7.3e-4])
 _LINES = {"Hα": LINE_WAVELENGTHS["halpha"], "[NII]": LINE_WAVELENGTHS["nii_6585"],

@@ -26,8 +26,9 @@ PERCENTILE_NAMES = tuple(PERCENTILES)
 SAMPLE_QUANTITIES = tuple(QUANTITY_UNITS)
 
 
-def _io(shape, dtype, unit, doc):
-    return {"shape": list(shape), "dtype": dtype, "unit": unit, "description": doc}
+def _io(shape, dtype, unit, doc, nan=False):
+    """One input/output; nan: the value may be NaN (said in its description)."""
+    return {"shape": list(shape), "dtype": dtype, "unit": unit, "description": doc, "nan": nan}
 
 
 LOWRES_INPUTS = {
@@ -66,7 +67,8 @@ IMAGE_INPUT = {
 
 _LINE_OUTPUTS = {
     f"{q}_{p}": _io(("B",), "float32", QUANTITY_UNITS[q],
-                    f"{PERCENTILES[p]:g}th predictive percentile over the K samples (spectral/intervals.py)")
+                    f"{PERCENTILES[p]:g}th predictive percentile over the K samples (spectral/intervals.py); "
+                    "NaN when fewer than two samples' line fits succeeded", nan=True)
     for q in SAMPLE_QUANTITIES
     for p in PERCENTILE_NAMES
 }
@@ -96,7 +98,7 @@ ENDPOINTS = {
             "scale": _io(("B",), "float32", FLUX, "per-object normalisation scale"),
             "reconstruction_chi2": _io(
                 ("B",), "float32", "", "reduced chi2 of the low-res data vs sr_mean seen through the "
-                "instrument (NaN: no observing pixel)"
+                "instrument (NaN: no observing pixel)", nan=True
             ),
             "observed_pixels": _io(("B",), "float32", "", "low-res pixels observing the window"),
             "line_pixels": _io(("B",), "float32", "", "of those, pixels overlapping Hα + [NII] "
@@ -136,12 +138,14 @@ ENDPOINTS = {
         "description": "spectrum + image -> anomaly score and its components (uncalibrated)",
         "inputs": {**LOWRES_INPUTS, "z_prior": Z_PRIOR, **CATALOGUE_INPUTS, "seed": SEED, **IMAGE_INPUT},
         "outputs": {
-            "score": _io(("B",), "float32", "", "ANOMALY_WEIGHTS combination of the components"),
+            "score": _io(("B",), "float32", "", "ANOMALY_WEIGHTS combination of the components (NaN: no "
+                         "observing pixel)", nan=True),
             "cross_modal_disagreement": _io(
                 ("B",), "float32", "", "1 - cos(image embedding, spectrum embedding)"
             ),
             "reconstruction_chi2": _io(
-                ("B",), "float32", "", "reduced chi2 of the low-res data vs the SR mean re-observed"
+                ("B",), "float32", "", "reduced chi2 of the low-res data vs the SR mean re-observed "
+                "(NaN: no observing pixel)", nan=True
             ),
             "z_place": _io(("B",), "float32", "", "redshift placing the window"),
         },

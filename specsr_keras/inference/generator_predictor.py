@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 import specsr_keras
-from specsr_keras.compile import compiled
+from specsr_keras.backend.compile import compiled
 from specsr_keras.instruments import get_instrument
 from specsr_keras.measure.columns import sample_columns
 from specsr_keras.measure.flags import QualityFlag

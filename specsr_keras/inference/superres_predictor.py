@@ -18,7 +18,7 @@ import keras
 import numpy as np
 
 import specsr_keras
-from specsr_keras.compile import compiled
+from specsr_keras.backend.compile import compiled
 from specsr_keras.measure.columns import sample_columns
 from specsr_keras.measure.redshift import redshift_guess
 from specsr_keras.models.preprocessor import OPTIONAL_RAW, SpectrumPreprocessor

@@ -2,7 +2,7 @@
 
 1. `direct_lowres_fit`: fit_halpha_nii on the low-resolution spectrum itself, with the
    exact LSF, fixed [NII] doublet ratio and physical bounds (the honest baseline,
-   SCIENCE.md prototype lesson 2).
+   docs/science.md prototype lesson 2).
 2. `faisst_prior_n2`: N2 predicted from (log M*, z) by Faisst et al. 2018 Eq. 3, with
    the intrinsic scatter as its 1σ; `deblend_halpha_with_prior` splits a blended
    Hα + [NII] flux (G141) with it.

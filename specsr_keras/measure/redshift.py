@@ -8,7 +8,7 @@ z_guess for `fit_halpha_nii`.
 
 `centroid_redshift_ignoring_nii` is the naive fit of one Gaussian to the blend, the
 estimator that Martens et al. 2019 (MNRAS 485, 211) show is biased redward by
-~42-217 km/s for N2 = -1.2 … -0.3 (SCIENCE.md); it exists to measure that bias.
+~42-217 km/s for N2 = -1.2 … -0.3 (docs/science.md); it exists to measure that bias.
 
 `redshift_guess` gives every catalogue row the z a predictor places its window at: the
 catalogue prior, or `coarse_redshift` where there is none (flagged Z_FROM_SPECTRUM).

@@ -36,6 +36,7 @@ from specsr_keras.models.diffusion import (
     diffusion_loss,
 )
 from specsr_keras.models.preprocess import masked_flux
+from specsr_keras.models.samplers import Sampler
 
 register = keras.saving.register_keras_serializable(package="specsr")
 
@@ -123,37 +124,22 @@ class SpectrumDiffusionAutoencoder(keras.Model):
             loss = loss + ops.sum(extra_loss)
         return loss
 
-    def _sample(self, diffusion, z, num_samples, steps, eta, guidance, seed, sampler):
+    def _sample(self, diffusion, z, num_samples, sampler, seed):
         z = ops.repeat(z, num_samples, axis=0)
         length = diffusion.denoiser.length
-        shape = (ops.shape(z)[0], length, 1)
-        x0 = diffusion.sample(shape, z, None, steps, eta, guidance, seed, sampler)
+        x0 = diffusion.sample((ops.shape(z)[0], length, 1), z, None, sampler, seed)
         return ops.reshape(x0[..., 0], (-1, num_samples, length))
 
-    def sample_lowres(
-        self, inputs, num_samples=1, steps=20, eta=0.0, guidance=1.0, seed=None, sampler="ddim"
-    ):
+    def sample_lowres(self, inputs, num_samples=1, sampler: Sampler | None = None, seed=None):
         """Reconstructions (B, K, 512) of the low-res spectra from their own z."""
         z = self.encode_lowres(as_tensors(inputs))
-        args = (num_samples, steps, eta, guidance, seed, sampler)
-        return self._sample(self.lowres_diffusion, z, *args)
+        return self._sample(self.lowres_diffusion, z, num_samples, sampler, seed)
 
-    def sample_hires(
-        self,
-        inputs,
-        num_samples=1,
-        steps=20,
-        eta=0.0,
-        guidance=1.0,
-        seed=None,
-        sampler="ddim",
-        source="lowres",
-    ):
+    def sample_hires(self, inputs, num_samples=1, sampler: Sampler | None = None, seed=None, source="lowres"):
         """Hi-res windows (B, K, 320) decoded from z of the "lowres" or "hires" input."""
         inputs = as_tensors(inputs)
         z = self.encode_lowres(inputs) if source == "lowres" else self.encode_hires(inputs)
-        args = (num_samples, steps, eta, guidance, seed, sampler)
-        return self._sample(self.hires_diffusion, z, *args)
+        return self._sample(self.hires_diffusion, z, num_samples, sampler, seed)
 
     def get_config(self):
         hires = self.hires_diffusion

@@ -9,11 +9,9 @@ Read top to bottom like the keras.io DDIM example:
    hence x0 = signal * x_t - noise * v  and  eps = noise * x_t + signal * v.
 3. loss       `weighted_mse(v_pred, v, weight)`: per-pixel weights (0 = masked /
    not observed: those pixels contribute nothing), normalised by the weight sum.
-4. sampler    `ddim_sample(...)`: `steps` DDIM updates from t=1 to t=0 inside one
-   `keras.ops.fori_loop` (traces into a TF graph, jits under JAX); eta=0 is
-   deterministic DDIM, eta=1 DDPM-like; a final call at t=0 gives the x0 estimate.
-   Few-step DDIM under-disperses (10 steps: -15 % spread on a Gaussian); the
-   `dpm_solver_sample` alternative (DPM-Solver++(2M)) is accurate at 10 steps.
+4. sampler    a `samplers.Sampler` (DDIM or DPM-Solver++(2M), steps, eta, guidance, the
+   data-consistency step): its loop runs inside one `keras.ops.fori_loop` (traces into
+   a TF graph, jits under JAX) on noise drawn before it.
 5. guidance   `GaussianDiffusion` (a layer) owns the denoiser, draws t and noise
    with its SeedGenerator, replaces the condition by a learned null vector with
    probability `condition_dropout` during training, and at sampling mixes
@@ -25,11 +23,11 @@ Read top to bottom like the keras.io DDIM example:
 """
 
 import math
-import random
 
 import keras
-import numpy as np
 from keras import ops
+
+from specsr_keras.models.samplers import Sampler
 
 register = keras.saving.register_keras_serializable(package="specsr")
 
@@ -87,86 +85,8 @@ def diffusion_loss(outputs, sample_weight=None):
     return weighted_mse(outputs["v_pred"], outputs["v_target"], weight)
 
 
-# 4. DDIM sampler ------------------------------------------------------------------------
-def ddim_sample(denoise, initial_noise, steps, schedule, eta=0.0, step_noise=None):
-    """Reverse diffusion from t=1 to t=0 in `steps` (Python int) DDIM updates.
-
-    denoise(x_t, t) -> v, with t of shape (B,). `step_noise` (steps, *x.shape) is the
-    fresh noise per step, needed only when eta > 0. The loop runs once more at t=0,
-    where the update is the identity, to return the x0 estimate there (steps + 1
-    network calls, all inside one loop): returning the x0 prediction of the last
-    update instead would shrink the sample spread by the noise left at t=1/steps.
-    """
-    batch_ones = ops.ones_like(ops.reshape(initial_noise, (ops.shape(initial_noise)[0], -1))[:, 0])
-
-    def step(i, state):
-        x_t, _ = state
-        t = ops.maximum(1.0 - ops.cast(i, "float32") / steps, 0.0)
-        s = ops.maximum(t - 1.0 / steps, 0.0)
-        signal_t, noise_t = schedule(t)
-        signal_s, noise_s = schedule(s)
-        v = denoise(x_t, batch_ones * t)
-        x0 = x0_from_v(x_t, v, signal_t, noise_t)
-        eps = noise_from_v(x_t, v, signal_t, noise_t)
-        if not eta:
-            return signal_s * x0 + noise_s * eps, x0
-        ratio = 1.0 - ops.square(signal_t) / ops.square(signal_s)
-        sigma = eta * ops.sqrt(ops.maximum(ops.square(noise_s / noise_t) * ratio, 0.0))
-        direction = ops.sqrt(ops.maximum(ops.square(noise_s) - ops.square(sigma), 0.0))
-        fresh = ops.take(step_noise, ops.minimum(i, steps - 1), axis=0)
-        return signal_s * x0 + direction * eps + sigma * fresh, x0
-
-    state = (initial_noise, ops.zeros_like(initial_noise))
-    return ops.fori_loop(0, steps + 1, step, state)[1]
-
-
-def logsnr_uniform_times(steps, min_signal_rate=0.02, max_signal_rate=0.999):
-    """steps + 1 times from 1 to 0, uniform in log(signal / noise) (numpy, static)."""
-    start, end = math.acos(max_signal_rate), math.acos(min_signal_rate)
-    logsnr = np.linspace(-math.log(math.tan(end)), -math.log(math.tan(start)), steps + 1)
-    times = (np.arctan(np.exp(-logsnr)) - start) / (end - start)
-    return np.clip(times, 0.0, 1.0).astype("float32")
-
-
-def dpm_solver_sample(denoise, initial_noise, times, schedule):
-    """Deterministic DPM-Solver++(2M) (Lu et al. 2022) over the decreasing `times`.
-
-    A second-order multistep solver of the same ODE as DDIM (eta=0): with the exact
-    denoiser of a Gaussian it keeps the sample spread to ~1 % at 10 steps where DDIM
-    loses ~15 % (tests/test_diffusion.py). Like `ddim_sample` it ends with a call at
-    t=0 (len(times) network calls in one loop).
-    """
-    times = ops.convert_to_tensor(times)
-    steps = int(times.shape[0]) - 1
-    batch_ones = ops.ones_like(ops.reshape(initial_noise, (ops.shape(initial_noise)[0], -1))[:, 0])
-
-    def step(i, state):
-        x_t, previous_x0, previous_h = state
-        t, s = ops.take(times, i), ops.take(times, ops.minimum(i + 1, steps))
-        signal_t, noise_t = schedule(t)
-        signal_s, noise_s = schedule(s)
-        h = ops.log(signal_s / noise_s) - ops.log(signal_t / noise_t)
-        x0 = x0_from_v(x_t, denoise(x_t, batch_ones * t), signal_t, noise_t)
-        half_inverse_ratio = 0.5 * h / previous_h
-        corrected = (1.0 + half_inverse_ratio) * x0 - half_inverse_ratio * previous_x0
-        x0_estimate = ops.where(i > 0, corrected, x0)
-        x_s = (noise_s / noise_t) * x_t - signal_s * (ops.exp(-h) - 1.0) * x0_estimate
-        return x_s, x0, h
-
-    state = (initial_noise, ops.zeros_like(initial_noise), ops.ones(()))
-    return ops.fori_loop(0, steps + 1, step, state)[1]
-
-
-SAMPLERS = ("ddim", "dpm++2m")
-
-
-def _seeds(seed):
-    """Two independent seeds (for x_T and the per-step noise) from int/SeedGenerator/None."""
-    if seed is None:
-        seed = random.randrange(2**31 - 1)
-    if isinstance(seed, keras.random.SeedGenerator):
-        return seed, seed
-    return int(seed), int(seed) + 1
+# 4. Samplers: `models/samplers.py` (a `Sampler` object: DDIM or DPM-Solver++(2M), optionally
+#    data-consistent), saved with a task and run by `GaussianDiffusion.sample` below.
 
 
 # 5. Conditional diffusion layer with classifier-free guidance -------------------------
@@ -271,45 +191,23 @@ class GaussianDiffusion(keras.layers.Layer):
             inputs["extra"] = extra
         return inputs
 
-    def draw_noise(self, shape, steps=20, eta=0.0, seed=None):
-        """The noise `sample` draws for `seed`: (x_T of `shape`, per-step noise (steps, *shape) or None)."""
-        seed_start, seed_steps = _seeds(seed)
-        initial_noise = keras.random.normal(shape, seed=seed_start)
-        step_noise = keras.random.normal((steps, *shape), seed=seed_steps) if eta else None
-        return initial_noise, step_noise
+    def sample(self, shape, condition=None, extra=None, sampler: Sampler | None = None, seed=None, noise=None,
+               data=None):
+        """Draw x0 of `shape` (N, ...) given per-sample condition/extra (batch N).
 
-    def sample(
-        self,
-        shape,
-        condition=None,
-        extra=None,
-        steps=20,
-        eta=0.0,
-        guidance=1.0,
-        seed=None,
-        sampler="ddim",
-        noise=None,
-    ):
-        """Draw x0 of `shape` (B, ...) given per-example condition/extra (batch B).
-
-        sampler "ddim" (eta as given) or "dpm++2m" (deterministic, second order, more
-        accurate spread at few steps; eta must be 0). `noise`: a `draw_noise` result to
-        start from instead of drawing it here from `seed` (so that a compiled function can
-        run the loop on noise drawn outside it).
+        sampler: a `Sampler` (default: DDIM, 10 steps); noise: its `draw_noise` result drawn
+        outside (for a compiled caller), else drawn here from `seed`; data: `LinearData` for
+        the sampler's data-consistency step.
         """
-        if sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
-        if sampler == "dpm++2m" and eta:
-            raise ValueError("the dpm++2m sampler is deterministic: use eta=0")
-        initial_noise, step_noise = noise if noise is not None else self.draw_noise(shape, steps, eta, seed)
+        sampler = sampler or Sampler()
+        if noise is None:
+            observed = 0 if data is None else data.operator.shape[1]
+            noise = sampler.draw_noise(shape[0], shape[1:], seed, observed=observed)
 
         def denoise(x_t, t):
-            return self.predict_velocity(x_t, t, condition, extra, guidance)
+            return self.predict_velocity(x_t, t, condition, extra, sampler.guidance)
 
-        if sampler == "dpm++2m":
-            times = logsnr_uniform_times(steps, self.min_signal_rate, self.max_signal_rate)
-            return dpm_solver_sample(denoise, initial_noise, times, self.schedule)
-        return ddim_sample(denoise, initial_noise, steps, self.schedule, eta, step_noise)
+        return sampler.run(denoise, noise, self.schedule, data)
 
     def get_config(self):
         config = super().get_config()
@@ -419,16 +317,18 @@ class DiffusionTask(keras.Model):
         noisy, t = ops.convert_to_tensor(noisy), ops.convert_to_tensor(t)
         return self.diffusion.predict_velocity(noisy, t, condition, extra, guidance)
 
-    def sample(
-        self, inputs, num_samples=8, steps=20, eta=0.0, guidance=1.0, seed=None, sampler="ddim",
-        noise=None,
-    ):
+    def sample(self, inputs, num_samples=8, sampler: Sampler | None = None, seed=None, noise=None):
         """`num_samples` draws per example: (B, num_samples, *sample shape).
 
-        With no condition and no extra channels (unconditional), B = 1. `noise`: see
-        `GaussianDiffusion.sample` (shape (B * num_samples, *sample shape)).
+        With no condition and no extra channels (unconditional), B = 1. `noise`: a
+        `Sampler.draw_noise` result for B * num_samples samples, drawn outside.
         """
         condition, extra = self.conditioning(as_tensors(inputs), training=False)
+        return self.draw(condition, extra, num_samples, sampler, seed, noise)
+
+    def draw(self, condition, extra, num_samples, sampler=None, seed=None, noise=None, data=None):
+        """Repeat each example's condition/extra `num_samples` times, sample, postprocess:
+        (B, num_samples, *sample shape). The one sampling driver of every task."""
         reference = condition if condition is not None else extra
         batch = 1 if reference is None else ops.shape(reference)[0]
         if condition is not None:
@@ -436,17 +336,7 @@ class DiffusionTask(keras.Model):
         if extra is not None:
             extra = ops.repeat(extra, num_samples, axis=0)
         sample_shape = denoiser_input_shape(self.denoiser, "x")
-        x0 = self.diffusion.sample(
-            (batch * num_samples, *sample_shape),
-            condition,
-            extra,
-            steps,
-            eta,
-            guidance,
-            seed,
-            sampler,
-            noise,
-        )
+        x0 = self.diffusion.sample((batch * num_samples, *sample_shape), condition, extra, sampler, seed, noise, data)
         x0 = self.postprocess(x0)
         return ops.reshape(x0, (-1, num_samples, *x0.shape[1:]))
 

@@ -21,6 +21,7 @@ with q = `image_level(image)`, the per-object 99 % quantile over all pixels and 
 models also get log10 q as the image's amplitude (the brightness the stretch removes).
 """
 
+import numpy as np
 from keras import ops
 
 
@@ -92,8 +93,8 @@ def image_level(image, quantile=0.99):
     pixels and bands (non-finite ones count as 0; image units, e.g. nJy), floored at 1e-12.
     Found with top_k (the k-th largest value) rather than a full sort."""
     image = ops.cast(image, "float32")
-    flat = ops.reshape(ops.where(ops.isfinite(image), image, 0.0), (ops.shape(image)[0], -1))
-    size = flat.shape[-1]
+    size = int(np.prod(image.shape[1:]))
+    flat = ops.reshape(ops.where(ops.isfinite(image), image, 0.0), (-1, size))
     k = size - int(quantile * (size - 1))  # the same order statistic as _masked_quantile
     return ops.maximum(ops.top_k(flat, k)[0][:, -1], 1e-12)
 

@@ -95,7 +95,8 @@ def data_consistency(x0, data: LinearData, signal_rate, noise_rate, projected=No
     variance = tweedie_variance(data.eigenvalues, signal_rate, noise_rate, data.prior_scale)  # (r,)
     weighted = projected * variance  # (B, m, r) = W A U diag(p)
     gram = ops.einsum("bmr,bkr->bmk", weighted, projected) + ops.eye(observed_pixels)
-    estimate = ops.reshape(x0, (-1, data.samples, x0.shape[-1]))  # (B, K, n)
+    size = data.operator.shape[-1]
+    estimate = ops.reshape(x0, (-1, data.samples, size))  # (B, K, n)
     if draw_x is not None:
         draw = ops.reshape(draw_x, (-1, data.samples, draw_x.shape[-1])) * ops.sqrt(variance)
         estimate = estimate + ops.einsum("nr,bkr->bkn", data.basis, draw)
@@ -104,7 +105,7 @@ def data_consistency(x0, data: LinearData, signal_rate, noise_rate, projected=No
         residual = residual - ops.reshape(draw_y, (-1, data.samples, observed_pixels))
     solution = ops.solve(gram, ops.transpose(residual, (0, 2, 1)))  # (B, m, K)
     correction = ops.einsum("nr,bmr,bmk->bkn", data.basis, weighted, solution)
-    return ops.reshape(estimate + correction, (-1, x0.shape[-1]))
+    return ops.reshape(estimate + correction, (-1, size))
 
 
 @register
@@ -222,7 +223,7 @@ class Sampler:
             x0 = signal_t * x_t - noise_t * v
             if not use_data:
                 return x0
-            flat = ops.reshape(x0, (shape[0], -1))
+            flat = ops.reshape(x0, (-1, int(np.prod(x0.shape[1:]))))
             draw_x = ops.take(noise["draw_x"], i, axis=1) if draws else None
             draw_y = ops.take(noise["draw_y"], i, axis=1) if draws else None
             flat = data_consistency(flat, data, signal_t, noise_t, projected, draw_x, draw_y)
@@ -259,3 +260,26 @@ class Sampler:
             return ops.fori_loop(0, steps + 1, dpm_step, state)[1]
         return ops.fori_loop(0, steps + 1, ddim_step, (x_t, ops.zeros_like(x_t)))[1]
 
+
+def parse_sampler_settings(text: str | None) -> dict | None:
+    """'key=value,key=value' -> {key: value} (booleans, ints and floats parsed), checked
+    against the `Sampler` settings; None or "" -> None."""
+    if not text:
+        return None
+    settings = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"sampler settings: {item!r} is not key=value")
+        lowered = value.strip().lower()
+        if lowered in ("true", "false"):
+            settings[key.strip()] = lowered == "true"
+            continue
+        try:
+            number = float(value)
+        except ValueError:
+            settings[key.strip()] = value.strip()
+            continue
+        settings[key.strip()] = int(number) if number.is_integer() and "." not in value else number
+    Sampler().replace(**settings)  # unknown keys or bad values: ValueError now
+    return settings

@@ -96,18 +96,20 @@ class SuperResolver(HiresSpectrumTask):
         if isinstance(preprocessor, dict):
             preprocessor = keras.saving.deserialize_keras_object(preprocessor)
         self.preprocessor = preprocessor or SpectrumPreprocessor()
-        self.instrument_embedding = keras.layers.Embedding(num_instruments, instrument_dim, name="instrument_embedding")
+        # The conditioning layers are small: float32 under any mixed-precision policy.
+        self.instrument_embedding = keras.layers.Embedding(num_instruments, instrument_dim, name="instrument_embedding",
+                                                           dtype="float32")
         self.instrument_embedding.build((None,))
         feature_dims = {"spectrum": embedding_dim, "image": embedding_dim + 1, "amplitude": 1, "mass": 1}
         self.projections, self.missing = {}, {}
         for name in MODALITIES:
-            projection = keras.layers.Dense(context_dim, name=f"{name}_projection")
+            projection = keras.layers.Dense(context_dim, name=f"{name}_projection", dtype="float32")
             projection.build((None, feature_dims[name]))
             self.projections[name] = projection
             self.missing[name] = self.add_weight(shape=(context_dim,), initializer="zeros", name=f"{name}_missing")
-        self.redshift_projection = keras.layers.Dense(context_dim, name="redshift_projection")
+        self.redshift_projection = keras.layers.Dense(context_dim, name="redshift_projection", dtype="float32")
         self.redshift_projection.build((None, 1 + instrument_dim))
-        self.context_out = keras.layers.Dense(context_dim, name="context_out")
+        self.context_out = keras.layers.Dense(context_dim, name="context_out", dtype="float32")
         self.context_out.build((None, context_dim))
         n = denoiser.sample_shape[0]
         self.prior_basis = self.add_weight(shape=(n, n), initializer="identity", trainable=False, name="prior_basis")
@@ -140,13 +142,14 @@ class SuperResolver(HiresSpectrumTask):
             return inputs["spectrum_embedding"]
         weight = inputs["lowres_weight"]
         spectrum = ops.stack([masked_flux(inputs["lowres"], weight), weight], axis=-1)
-        return self.spectrum_embedder({"spectrum": spectrum, "instrument": ops.convert_to_tensor(inputs["instrument"])})
+        instrument = ops.convert_to_tensor(inputs["instrument"])
+        return ops.cast(self.spectrum_embedder({"spectrum": spectrum, "instrument": instrument}), "float32")
 
     def embed_image(self, inputs):
         """The image's shared embedding (B, embedding_dim)."""
         if "image_embedding" in inputs:
             return inputs["image_embedding"]
-        return self.image_embedder(inputs["image"])
+        return ops.cast(self.image_embedder(inputs["image"]), "float32")
 
     def _features(self, name, inputs, batch):
         """Raw features of a modality (zeros where its inputs are absent from the dict)."""
@@ -230,25 +233,12 @@ class SuperResolver(HiresSpectrumTask):
         compiled caller), else drawn here from `seed`.
         """
         sampler = sampler or self.sampler
-        num_samples = num_samples or sampler.samples
         inputs = {k: ops.convert_to_tensor(v) for k, v in inputs.items()}
         condition, extra = self.conditioning(inputs, training=False, amortised=sampler.amortised)
-        batch = ops.shape(condition)[0]
-        condition = ops.repeat(condition, num_samples, axis=0)
-        extra = ops.repeat(extra, num_samples, axis=0)
         data = None
         if observation is not None and sampler.data_consistency:
-            data = self.linear_data(observation, inputs["scale"], num_samples, sampler.prior_scale)
-        shape = self.denoiser.sample_shape
-        if noise is None:
-            observed = 0 if data is None else data.operator.shape[1]
-            noise = sampler.draw_noise(batch * num_samples, shape, seed, observed=observed)
-
-        def denoise(x_t, t):
-            return self.diffusion.predict_velocity(x_t, t, condition, extra, sampler.guidance)
-
-        x0 = sampler.run(denoise, noise, self.diffusion.schedule, data)
-        return ops.reshape(self.postprocess(x0), (-1, num_samples, shape[0]))
+            data = self.linear_data(observation, inputs["scale"], num_samples or sampler.samples, sampler.prior_scale)
+        return self.draw(condition, extra, num_samples or sampler.samples, sampler, seed, noise, data)
 
     def noise(self, rows, num_samples=None, sampler=None, seed=None, preprocessor=None):
         """The noise `generate` reads for `rows` objects (to draw outside a compiled call)."""

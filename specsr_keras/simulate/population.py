@@ -121,7 +121,7 @@ class SimulationOptions:
     continuum: bool = True
     stellar_absorption: bool = True
     cosmic_rate: float = 0.5  # mean hot pixels / cosmics per low-res spectrum
-    hires_snr_factor: float = 1.0  # Hα S/N at R=3600 / Hα S/N of the grism (SCIENCE.md ceiling)
+    hires_snr_factor: float = 1.0  # Hα S/N at R=3600 / Hα S/N of the grism (docs/science.md ceiling)
     log_mstar_range: tuple[float, float] = (8.5, 11.5)
     # Stress tests of galaxies outside the fitted relations: star-forming N2 shifted by this
     # [dex] above the Faisst-based relation (before the soft cap), and rest EW(Hα) by this

@@ -25,15 +25,16 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from specsr_keras.backend.distribution import describe_devices, distribution_scope
 from specsr_keras.data.shards import load_shards, read_manifest
 from specsr_keras.hardware import describe_host
 from specsr_keras.instruments import get_instrument
 from specsr_keras.models import presets
 from specsr_keras.models.preprocessor import STAGE_KEYS, chunked_model_inputs, dummy_inputs
+from specsr_keras.models.samplers import parse_sampler_settings
 from specsr_keras.reporting import Reporter
 from specsr_keras.training.batches import stage_arrays
 from specsr_keras.training.config import TrainConfig
-from specsr_keras.training.distribution import describe_devices, distribution_scope
 from specsr_keras.training.stage import train_stage
 from specsr_keras.training.validation import validate_run
 
@@ -172,6 +173,8 @@ def train_run(config: TrainConfig, run_dir: str | Path, *, resume: bool = True,
                     reporter=reporter,
                     val_arrays=val_arrays if len(val_arrays[keys[0]]) else None,
                 )
+        if config.sampler:
+            models.superres.sampler = models.superres.sampler.replace(**parse_sampler_settings(config.sampler))
         _save_models(models, run_dir)
         validation = validate_run(models, val_inputs, val_truth, config, reporter)
     summary["validation"] = validation

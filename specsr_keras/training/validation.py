@@ -4,7 +4,7 @@ Retrieval: image <-> low-res spectrum top-1 in batches of 256 of the validation 
 N2 = log10([NII]6585/Hα): on the first `val_examples` validation galaxies, the error
 (NMAD and median) of the super-resolved estimate (median over `val_samples` DDIM samples,
 each fitted by the one line fitter) next to the direct fit of the low-res spectrum, per
-Hα S/N bin. A short CPU run is not expected to beat the fit (SCIENCE.md).
+Hα S/N bin. A short CPU run is not expected to beat the fit (docs/science.md).
 """
 
 from __future__ import annotations

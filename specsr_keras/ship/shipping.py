@@ -15,8 +15,8 @@ import keras
 
 import specsr_keras.models  # noqa: F401  (registers the model classes for loading)
 from specsr_keras.data.shards import read_manifest
-from specsr_keras.export.model_card import MODEL_NAMES, data_directories, manifest_copy, write_model_card
 from specsr_keras.export.signatures import SIGNATURES_FILE
+from specsr_keras.ship.model_card import MODEL_NAMES, data_directories, manifest_copy, write_model_card
 
 RUN_FILES = ("config.toml", "run.json", "validation.json")
 REPORT_FILES = ("report.md", "metrics.json")  # report.html repeats the figures inline
