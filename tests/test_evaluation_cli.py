@@ -146,7 +146,8 @@ def test_evaluate_real_set_alone_with_domain_gap_against(real_shards, g141_sim_d
 
     alone = evaluate("baseline", [real_shards, g141_sim_dir, g141_sim_dir], tmp_path / "no_ref",
                      max_examples=5, domain_gap_against=None)
-    assert list(alone["bins"]) == ["hst_g141_real", "hst_g141", "hst_g141_2"]
+    name = f"hst_g141:{g141_sim_dir.name}"
+    assert list(alone["bins"]) == ["hst_g141_real", name, f"{name}_2"]
     assert alone["domain_gap"]["reference"] == str(g141_sim_dir)
     without = evaluate("baseline", real_shards, tmp_path / "real_only")
     assert without["domain_gap"] == {"reference": None, "sets": {}}

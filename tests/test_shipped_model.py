@@ -67,3 +67,32 @@ def test_shipped_savedmodel_passes_serving_check_against_its_shipped_run():
 def test_shipped_files_fit_the_size_budget():
     size = sum(p.stat().st_size for p in SHIPPED.rglob("*") if p.is_file())
     assert size < 50e6
+
+
+def test_specsr_infer_runs_the_shipped_savedmodel_with_its_own_defaults(bright_euclid, tmp_path):
+    """`specsr infer CAT --model saved_models/specsr/N --out R` works as written in the docs (no
+    --samples: the export's K), and its N2 equals what the served signature returns."""
+    from astropy.table import Table
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    rows = {"object_id": [f"g{i}" for i in range(4)], "flux": bright_euclid["lowres_flux"][:4],
+            "ivar": bright_euclid["lowres_ivar"][:4], "mask": bright_euclid["lowres_mask"][:4],
+            "z_prior": bright_euclid["z_prior"][:4]}
+    catalog = tmp_path / "cat.fits"
+    table = Table(rows)
+    table.meta["INSTRUME"] = "euclid_nisp_red"
+    table.write(catalog)
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["infer", str(catalog), "--model", str(SHIPPED / str(VERSION)), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    results = Table.read(out / "results.fits")
+    assert len(results) == 4 and np.all(np.isfinite(results["n2_p50"]))
+    predictor = load_predictor(str(SHIPPED / str(VERSION)))
+    batch = {k: bright_euclid[k][:4] for k in ("lowres_flux", "lowres_ivar", "lowres_mask", "z_prior")}
+    batch["instrument_id"] = np.full(4, 1)
+    from specsr_keras.inference.runner import chunk_seed
+
+    served = predictor.predict(batch, seed=chunk_seed(0, 0, 0))
+    np.testing.assert_allclose(results["n2_p50"], served["n2_p50"], atol=1e-3)  # one N2 per model

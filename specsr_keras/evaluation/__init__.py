@@ -92,13 +92,18 @@ def evaluate(model: str, data_dirs, out_dir, *, max_examples: int | None = None,
 
 
 def _make_names_unique(sets) -> None:
-    """Suffix _2, _3, ... to repeated set names (two sets of one instrument and kind)."""
+    """Sets sharing a name (one instrument and kind) are named `<name>:<directory name>`, and
+    one directory given twice gets _2, _3, ... as well."""
+    counts: dict[str, int] = {}
+    for held_out in sets:
+        counts[held_out.name] = counts.get(held_out.name, 0) + 1
     seen: dict[str, int] = {}
     for held_out in sets:
-        base = held_out.name
-        seen[base] = seen.get(base, 0) + 1
-        if seen[base] > 1:
-            held_out.provenance["name"] = f"{base}_{seen[base]}"
+        if counts[held_out.name] > 1:
+            held_out.provenance["name"] = f"{held_out.name}:{Path(held_out.directory).name}"
+        seen[held_out.name] = seen.get(held_out.name, 0) + 1
+        if seen[held_out.name] > 1:
+            held_out.provenance["name"] = f"{held_out.name}_{seen[held_out.name]}"
 
 
 def domain_gap_reference(dirs, given=None) -> Path | None:

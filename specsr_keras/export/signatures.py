@@ -47,13 +47,13 @@ Z_PRIOR = _io(
     ("B",),
     "float32",
     "",
-    "redshift prior placing the Hα window; NaN = none (the window is then centred on "
-    "the instrument band: pass a prior or a coarse z from the spectrum)",
+    "redshift prior placing the Hα window; NaN or < -0.5 = none (the window is then centred "
+    "on the instrument band: pass a prior or a coarse z from the spectrum)",
 )
 CATALOGUE_INPUTS = {
     "source_sigma_arcsec": _io(("B",), "float32", "arcsec", "Gaussian sigma of the source along the dispersion "
-                               "(sets the slitless LSF); NaN = the instrument's reference size"),
-    "log_mstar": _io(("B",), "float32", "dex(Msun)", "catalogue log10 stellar mass; NaN = none"),
+                               "(sets the slitless LSF); NaN or < 0 = the instrument's reference size"),
+    "log_mstar": _io(("B",), "float32", "dex(Msun)", "catalogue log10 stellar mass; NaN or <= 0 = none"),
 }
 SEED = _io(("B",), "int32", "", "per-row sampling seed (>= 0); same seed, same samples")
 IMAGE_INPUT = {

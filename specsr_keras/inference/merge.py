@@ -26,12 +26,13 @@ from specsr_keras.inference.predictors import SPECTRUM_COLUMNS
 from specsr_keras.measure.flags import QualityFlag
 from specsr_keras.reporting import Reporter
 from specsr_keras.schema import PERCENTILES, QUANTITIES, QUANTITY_UNITS
-from specsr_keras.units import FLUX
+from specsr_keras.units import DEX, FLUX
 
 __all__ = ["RESULT_UNITS", "merge_run"]
 
+# FITS TUNIT of the result columns (FITS has no dex: N2 is described in the header instead).
 RESULT_UNITS = {
-    **{f"{q}_{p}": QUANTITY_UNITS[q] for q in QUANTITIES for p in PERCENTILES if QUANTITY_UNITS[q]},
+    **{f"{q}_{p}": QUANTITY_UNITS[q] for q in QUANTITIES for p in PERCENTILES if QUANTITY_UNITS[q] not in ("", DEX)},
     **{name: FLUX for name in SPECTRUM_COLUMNS},
 }
 

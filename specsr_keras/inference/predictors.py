@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+import keras
 import numpy as np
-from scipy.special import ndtr
 
 import specsr_keras
 from specsr_keras.instruments import TARGET_GRID, get_instrument
@@ -24,6 +24,7 @@ from specsr_keras.measure.columns import fit_columns
 from specsr_keras.measure.redshift import lsf_sigma_rows, redshift_guess
 from specsr_keras.physics import LINE_WAVELENGTHS, NII_DOUBLET_RATIO, SPEED_OF_LIGHT_KMS
 from specsr_keras.schema import percentile_columns
+from specsr_keras.spectral.kernel import binned_gaussian
 
 __all__ = ["BaselinePredictor", "Predictor", "cached_predictor", "empty_outputs", "load_predictor",
            "output_columns"]
@@ -115,14 +116,14 @@ def target_grid_model(fit: dict) -> tuple[np.ndarray, np.ndarray]:
     (1+z); std: line-flux errors propagated (no z, σ_v or continuum error). NaN rows stay NaN.
     """
     opz = (1.0 + fit["z"])[:, None]
-    edges = TARGET_GRID.bin_edges[None, :] * opz  # observed [Å]
+    lo, hi = (TARGET_GRID.bin_edges - TARGET_GRID.bin_edges[0])[None, :-1], \
+        (TARGET_GRID.bin_edges - TARGET_GRID.bin_edges[0])[None, 1:]  # window coordinates [rest Å]
 
-    def unit_line(rest):
-        centre = rest * opz
-        sigma = np.hypot(centre * fit["sigma_v_kms"][:, None] / SPEED_OF_LIGHT_KMS,
-                         TARGET_GRID.lsf_sigma(centre))
-        cdf = ndtr((edges - centre) / sigma)
-        return np.diff(cdf, axis=1) / np.diff(edges, axis=1)
+    def unit_line(rest):  # per observed Å: the rest-frame bin mean / (1 + z)
+        sigma = np.hypot(rest * opz * fit["sigma_v_kms"][:, None] / SPEED_OF_LIGHT_KMS,
+                         TARGET_GRID.lsf_sigma(rest * opz)) / opz
+        centre = np.full_like(sigma, rest - TARGET_GRID.bin_edges[0])
+        return np.asarray(keras.ops.convert_to_numpy(binned_gaussian(lo, hi, centre, sigma)), np.float64) / opz
 
     ha = unit_line(LINE_WAVELENGTHS["halpha"])
     nii = (unit_line(LINE_WAVELENGTHS["nii_6585"])

@@ -176,9 +176,9 @@ class SpectrumPreprocessor:
     raw (dict of (B, ...) arrays or tensors): "lowres_flux", "lowres_ivar" (B, L)
     [1e-17 erg/s/cm²/Å and its inverse variance], "lowres_mask" (B, L) (non-zero = bad),
     "z_prior" (B,) (NaN = none: the window is placed at the band centre); optional
-    "source_sigma_arcsec" (B,) (source size along the dispersion for the slitless LSF; NaN =
-    the instrument's reference size), "image" (B, 64, 64, 4) [nJy] with "has_image" (B,),
-    "log_mstar_catalog" (B,) (NaN = none). Returns (model inputs, `window.Observation`).
+    "source_sigma_arcsec" (B,) (source size along the dispersion for the slitless LSF; NaN or
+    < 0 = the instrument's reference size), "image" (B, 64, 64, 4) [nJy] with "has_image" (B,),
+    "log_mstar_catalog" (B,) (NaN or <= 0 = none). Returns (model inputs, `window.Observation`).
     """
 
     def __init__(self, instrument: str = "euclid_nisp_red"):
@@ -197,8 +197,9 @@ class SpectrumPreprocessor:
             inputs["has_image"] = raw.get("has_image", ops.ones_like(inputs["z_place"]))
         if "log_mstar_catalog" in raw:
             mass = ops.cast(raw["log_mstar_catalog"], "float32")
-            inputs["log_mstar"] = mass
-            inputs["has_mass"] = ops.cast(ops.isfinite(mass), "float32")
+            known = ops.logical_and(ops.isfinite(mass), mass > 0)  # NaN or <= 0 (e.g. -1 in JSON): none
+            inputs["log_mstar"] = ops.where(known, mass, 0.0)
+            inputs["has_mass"] = ops.cast(known, "float32")
         observation = observe(self.instrument, inputs["flux"], inputs["ivar"], inputs["z_place"],
                               raw.get("source_sigma_arcsec"))
         return inputs, observation

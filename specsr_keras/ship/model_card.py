@@ -178,7 +178,7 @@ def _evaluation_blocks(metrics: list[dict], reports: list[Path], base: Path) -> 
     targets = []
     for m in metrics:
         for instrument, bins in m["bins"].items():
-            data = next((d for d in m["data"] if d["instrument"] == instrument), {})
+            data = next((d for d in m["data"] if d["name"] == instrument), {})
             blocks += [("heading", 3, f"{instrument}: `{data.get('directory', '?')}` "
                                       f"(seed {data.get('seed', '?')}, model `{m['model']['argument']}`)"),
                        *headline_table(bins["snr"]), _slope_coverage_table(bins)]

@@ -84,7 +84,8 @@ def _toml_value(value) -> str:
 PRESETS: dict[str, dict] = {
     # Both: the posterior sampler measured best on the validation set (benchmarks/README.md):
     # the spectrum-conditioned denoiser, corrected toward the observed pixels at every step.
-    "quick": {"sampler": "amortised=true"},
+    "quick": {"autoencoder_steps": 100, "contrastive_steps": 100, "superres_steps": 400, "val_examples": 64,
+              "sampler": "amortised=true,eta=1,posterior_draws=true"},
     "default": {
         # Data from `make shipped-data` (simulator 2.0.0, seeds 31-35, S/N-stratified, instrument mix).
         "data": "datasets/sim/train-euclid,datasets/sim/train-euclid-bright,datasets/sim/train-g141,"
@@ -101,7 +102,7 @@ PRESETS: dict[str, dict] = {
         "val_examples": 512,
         "val_ddim_steps": 10,
         "val_samples": 8,
-        "sampler": "amortised=true",
+        "sampler": "amortised=true,eta=1,posterior_draws=true",
     },
     "base": {
         "model_preset": "base",
