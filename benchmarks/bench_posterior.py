@@ -13,7 +13,8 @@ Each variant runs `specsr_keras.evaluation.evaluate` over the sets (reports unde
 (bootstrap 68 % intervals), estimate-vs-truth and calibration slopes, 68 / 95 % coverage, Hα
 flux bias, and the verdict against the best competitor; plus the sampling speed of each
 variant (posterior samples/s on one batch, compile excluded). Writes
-benchmarks/results/posterior.json and posterior.md.
+benchmarks/results/posterior.json and posterior.md (a later run on the same model and data
+adds its variants to the file).
 
     python -m benchmarks.bench_posterior --model runs/default \\
         --data datasets/sim/heldout-euclid,datasets/sim/heldout-euclid-bright,... [--max-examples N]
@@ -22,6 +23,7 @@ benchmarks/results/posterior.json and posterior.md.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -30,14 +32,17 @@ import numpy as np
 from benchmarks.common import RESULTS_DIR, machine, write_report
 
 RESULTS = RESULTS_DIR / "posterior.json"
+# Every setting is given, so a variant does not depend on the sampler saved with the model.
+_DETERMINISTIC = {"eta": 0.0, "posterior_draws": False}
+_DRAWS = {"eta": 1.0, "posterior_draws": True}
 VARIANTS = {
-    "amortised": {"amortised": True, "data_consistency": False},
-    "guided": {"amortised": False, "data_consistency": True},
-    "guided+amortised": {"amortised": True, "data_consistency": True},
-    "guided + draws": {"amortised": False, "data_consistency": True, "eta": 1.0, "posterior_draws": True},
-    "guided+amortised + draws": {"amortised": True, "data_consistency": True, "eta": 1.0,
-                                          "posterior_draws": True},
-    "guided+amortised + half prior": {"amortised": True, "data_consistency": True, "prior_scale": 0.5},
+    "amortised": {"amortised": True, "data_consistency": False, **_DETERMINISTIC},
+    "guided": {"amortised": False, "data_consistency": True, **_DETERMINISTIC},
+    "guided+amortised": {"amortised": True, "data_consistency": True, **_DETERMINISTIC},
+    "guided + draws": {"amortised": False, "data_consistency": True, **_DRAWS},
+    "guided+amortised + draws": {"amortised": True, "data_consistency": True, **_DRAWS},
+    "guided+amortised + half prior": {"amortised": True, "data_consistency": True, "prior_scale": 0.5,
+                                      **_DETERMINISTIC},
 }
 METHODS = ("specsr", "lowres_fit", "fit_population", "fit_faisst", "faisst", "constant", "ceiling")
 
@@ -117,6 +122,10 @@ def main(argv=None) -> dict:
     dirs = [d for d in args.data.split(",") if d]
     report = {"machine": machine(), "model": args.model, "data": dirs, "max_examples": args.max_examples,
               "variants": {}}
+    if RESULTS.is_file():  # add to the variants of an earlier run on the same model and data
+        earlier = json.loads(RESULTS.read_text())
+        if all(earlier.get(k) == report[k] for k in ("model", "data", "max_examples")):
+            report["variants"] = earlier["variants"]
     for variant in args.variants.split(","):
         changes = VARIANTS[variant]
         started = time.perf_counter()

@@ -36,6 +36,7 @@ from specsr_keras.physics import (
     SIGMA_V_BOUNDS_KMS,
     SPEED_OF_LIGHT_KMS,
 )
+from specsr_keras.spectral.band import edges_from_centres
 
 __all__ = [
     "HALPHA",
@@ -136,7 +137,7 @@ def as_batch(wave, flux, ivar, lsf_sigma):
     if wave.shape[-1] == n_pix + 1:
         edges = wave
     elif wave.shape[-1] == n_pix:
-        edges = _edges_from_centres(wave)
+        edges = edges_from_centres(wave)
     else:
         raise ValueError(f"wave has {wave.shape[-1]} values for {n_pix} pixels")
     if np.any(np.diff(edges, axis=-1) <= 0):
@@ -149,13 +150,6 @@ def as_batch(wave, flux, ivar, lsf_sigma):
         lsf = np.where(good_lsf, lsf, np.where(widest > 0, widest, 1.0))
     good = np.isfinite(flux) & np.isfinite(ivar) & (ivar > 0) & good_lsf
     return edges, np.where(good, flux, 0.0), np.where(good, ivar, 0.0), lsf
-
-
-def _edges_from_centres(centres):
-    mid = 0.5 * (centres[..., 1:] + centres[..., :-1])
-    first = 2 * centres[..., :1] - mid[..., :1]
-    last = 2 * centres[..., -1:] - mid[..., -1:]
-    return np.concatenate([first, mid, last], axis=-1)
 
 
 def window_slab(edges, flux, weight, lsf, window_lo, window_hi, reference):
