@@ -24,7 +24,7 @@ $(VENV)/.installed: pyproject.toml
 # The demo trains and exports a quick model (to show both work) but infers, evaluates and
 # reports with the shipped model saved_models/specsr (see its MODEL_CARD.md).
 DEMO_SIM := --instrument euclid --snr-weight-power 1.5
-QUICK_EXPORT := saved_models/specsr-demo/1
+QUICK_EXPORT := $(DEMO)/saved_models/specsr-demo/1
 SHIPPED_VERSION := 3
 SHIPPED_MODEL := saved_models/specsr/$(SHIPPED_VERSION)
 
@@ -44,7 +44,7 @@ $(DEMO)/runs/quick/run.json: $(DEMO)/data/train/manifest.json
 	$(NICE) $(SPECSR) train $(DEMO)/runs/quick --preset quick --data $(DEMO)/data/train
 
 $(QUICK_EXPORT)/saved_model.pb: $(DEMO)/runs/quick/run.json
-	$(NICE) $(SPECSR) export $(DEMO)/runs/quick --name specsr-demo --version 1
+	$(NICE) $(SPECSR) export $(DEMO)/runs/quick --name specsr-demo --version 1 --out $(DEMO)/saved_models
 
 $(DEMO)/results/results.fits: $(QUICK_EXPORT)/saved_model.pb $(DEMO)/data/catalog.fits
 	$(NICE) $(SPECSR) infer $(DEMO)/data/catalog.fits --model $(SHIPPED_MODEL) --out $(DEMO)/results
@@ -54,7 +54,7 @@ $(DEMO)/report/report.md: $(DEMO)/results/results.fits $(DEMO)/data/heldout/mani
 		--embeddings-from saved_models/specsr/run
 
 # The shipped model saved_models/specsr (not part of `make demo`): fixed simulator seeds,
-# `specsr train --preset default` (~2 h on 2 CPU cores under JAX), export, held-out
+# `specsr train --preset default` (decoders stage only, ~30 min on 2 CPU cores under JAX), export, held-out
 # evaluation per instrument, then `specsr ship` writes the Keras run copy and MODEL_CARD.md.
 SIM := datasets/sim
 SHIPPED := saved_models/specsr
@@ -63,7 +63,11 @@ SHIPPED_REPORTS := reports/specsr-euclid reports/specsr-g141
 # The shipped run was trained from the aligner of specsr/2 (kept in runs/specsr2, from git:
 # `git show 968dd73:saved_models/specsr/run`): only the decoders stage is retrained, and
 # its sampler ("sampler" in the preset) was chosen on datasets/sim/val (benchmarks/README.md).
-SHIPPED_INIT := --init-from runs/specsr2 --init-stages autoencoders,contrastive --stages decoders
+SHIPPED_INIT_RUN := runs/specsr2
+SHIPPED_INIT := --init-from $(SHIPPED_INIT_RUN) --init-stages autoencoders,contrastive --stages decoders
+
+$(SHIPPED_INIT_RUN)/run.json:
+	mkdir -p $(@D) && git archive 968dd73 saved_models/specsr/run | tar -x --strip-components=3 -C $(@D)
 
 SIM_SETS := train-euclid train-euclid-bright train-g141 train-roman val heldout-euclid heldout-euclid-bright \
 	heldout-g141 stress-euclid
@@ -93,7 +97,7 @@ $(SIM)/stress-euclid/manifest.json:
 	$(NICE) $(SPECSR) simulate --n 600 --instrument euclid --noise-scale 0.15 --snr-weight-power 1 --n2-offset-dex 0.4 \
 		--ew-offset-dex -0.3 --seed 44 --out $(@D) --overwrite
 
-$(SHIPPED_RUN)/run.json: | shipped-data
+$(SHIPPED_RUN)/run.json: $(SHIPPED_INIT_RUN)/run.json | shipped-data
 	$(NICE) $(SPECSR) train $(SHIPPED_RUN) --preset default $(SHIPPED_INIT)
 
 $(SHIPPED_MODEL)/saved_model.pb: $(SHIPPED_RUN)/run.json
@@ -131,4 +135,4 @@ lint: venv
 	$(VENV)/bin/ruff check specsr_keras cli tests benchmarks
 
 demo-clean:
-	rm -rf $(DEMO) saved_models/specsr-demo
+	rm -rf $(DEMO)

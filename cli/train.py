@@ -29,17 +29,18 @@ def train(
     run_dir: Path = typer.Argument(..., help="Run directory, e.g. runs/quick (created; reused to resume)."),
     preset: str = typer.Option("quick", help=f"Training preset: {', '.join(PRESETS)}."),
     config: Path | None = typer.Option(None, exists=True, dir_okay=False, help="TOML file of config fields."),
-    resume: bool = typer.Option(True, help="Continue from the newest valid checkpoint in RUN_DIR."),
+    resume: bool = typer.Option(True, help="Continue from the newest valid checkpoint in RUN_DIR with the run's "
+                                "saved config.toml (options given here override it)."),
     **fields,
 ):
     """Train the encoders, the contrastive head and the decoders.
 
     Example: [bold]specsr train runs/quick --preset quick --data demo/data/train[/]
     """
-    from specsr_keras.training.config import resolve_config
+    from specsr_keras.training.config import run_config
     from specsr_keras.training.pipeline import train_run
 
-    resolved = resolve_config(preset, config, **fields)
+    resolved = run_config(run_dir, preset, config, resume=resume, **fields)
     summary = train_run(resolved, run_dir, resume=resume, reporter=reporter("steps"))
     reporter().info(f"[green]trained[/] {run_dir}: {summary['headline']}")
 

@@ -4,7 +4,7 @@ Retrieval: image <-> low-res spectrum top-1 in batches of 256 of the validation 
 N2 = log10([NII]6585/Hα): on the first `val_examples` validation galaxies, the error
 (NMAD and median) of the super-resolved estimate (median over `val_samples` DDIM samples,
 each fitted by the one line fitter) next to the direct fit of the low-res spectrum, per
-Hα S/N bin. A short CPU run is not expected to beat the fit (docs/science.md).
+Hα S/N bin (no NMAD below MIN_BIN_COUNT galaxies). A short CPU run is not expected to beat the fit (docs/science.md).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from specsr_keras.reporting import Reporter
 from specsr_keras.training.batches import stage_arrays
 
 RETRIEVAL_BATCH = 256
+MIN_BIN_COUNT = 5
 
 
 def _embed(fn, arrays: list[np.ndarray], batch: int = 256) -> np.ndarray:
@@ -64,10 +65,11 @@ def n2_errors(superres, truth: dict, config, reporter: Reporter) -> dict:
     for label, lo, hi in SNR_BINS:
         rows = (snr >= lo) & (snr < hi)
         entry = {"count": int(rows.sum())}
+        measured = entry["count"] >= MIN_BIN_COUNT
         for method, values in estimates.items():
             err = values[rows] - true_n2[rows]
-            entry[f"{method}_nmad_dex"] = nmad(err) if rows.any() else None
-            entry[f"{method}_bias_dex"] = float(np.nanmedian(err)) if rows.any() else None
+            entry[f"{method}_nmad_dex"] = nmad(err) if measured else None
+            entry[f"{method}_bias_dex"] = float(np.nanmedian(err)) if measured else None
         bins[label] = entry
     return bins
 
@@ -80,7 +82,7 @@ def validate_run(models, val_inputs: dict, val_truth: dict, config, reporter: Re
     result["n2_by_snr"] = n2_errors(models.superres, val_truth, config, reporter)
     parts = [f"retrieval top-1 {result['retrieval_top1']:.3f}"]
     for label, entry in result["n2_by_snr"].items():
-        if isinstance(entry, dict) and entry.get("count"):
+        if isinstance(entry, dict) and entry.get("specsr_nmad_dex") is not None:
             parts.append(f"N2 NMAD S/N {label}: specsr {entry['specsr_nmad_dex']:.3f} vs fit "
                          f"{entry['lowres_fit_nmad_dex']:.3f} (n={entry['count']})")
     result["headline"] = "; ".join(parts)
