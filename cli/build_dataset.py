@@ -26,9 +26,9 @@ def build_dataset(
     images: Annotated[str, typer.Option(
         help="Quoted glob of multi-extension FITS cutouts (one band per HDU).")] = "",
     catalog: Annotated[Path | None, typer.Option(
-        help="FITS/CSV/ECSV table with columns id, ra, dec [deg] and z (needed for the "
+        help="FITS/CSV/ECSV table with columns id, ra, dec \\[deg] and z (needed for the "
         "hi-res window; also gives positions of files without RA/DEC).")] = None,
-    radius: Annotated[float, typer.Option(min=0.0, help="Match radius [arcsec].")] = 0.5,
+    radius: Annotated[float, typer.Option(min=0.0, help="Match radius \\[arcsec].")] = 0.5,
     lowres_instrument: Annotated[str, typer.Option(
         help="Instrument grid of the low-res spectra (hst_g141, euclid_nisp_red, ...).")]
         = "hst_g141",

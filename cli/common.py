@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import functools
+import logging
 import os
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 console = Console(stderr=True)
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, KeyError, OSError)
@@ -23,13 +25,18 @@ def one_line_errors(command):
             if os.environ.get("SPECSR_DEBUG"):
                 raise
             message = str(error).splitlines()[0] if str(error) else type(error).__name__
-            console.print(f"[bold red]error:[/] {message}", highlight=False)
+            console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
 
     return wrapper
 
 
 def reporter(unit: str = "it"):
-    from specsr_keras.reporting import RichReporter
+    """Rich progress bars on a terminal; plain timestamped log lines otherwise (batch jobs)."""
+    from specsr_keras.reporting import LogReporter, RichReporter
 
-    return RichReporter(console, unit=unit)
+    if console.is_terminal:
+        return RichReporter(console, unit=unit)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s %(message)s", level=logging.INFO)
+    return LogReporter(unit=unit)

@@ -40,7 +40,7 @@ def evaluate(
     """Compare a model with the direct low-res fit, the Faisst+18 prior and the R=3600 ceiling.
 
     Writes OUT/report.md, OUT/report.html (figures embedded) and OUT/metrics.json:
-    N2 = log10([NII]6585/Hα) [dex], Hα flux [fractional], Δz/(1+z) bias and NMAD per
+    N2 = log10([NII]6585/Hα) \\[dex], Hα flux \\[fractional], Δz/(1+z) bias and NMAD per
     S/N(Hα) and stellar-mass bin, shrinkage slope and interval coverage. Real sets have no
     line truth: only their redshift errors (vs the catalogue) and the domain gap to a
     simulated set are reported.

@@ -79,6 +79,8 @@ def summary_table(summary):
     ]
     rows += [(f"  quarantined: {reason}", f"{count:,}")
              for reason, count in summary.reasons.items()]
+    if summary.rows_duplicate_id:
+        rows.append(("rows flagged DUPLICATE_ID", f"{summary.rows_duplicate_id:,}"))
     rows += [("results", str(summary.results)), ("quarantine", str(summary.quarantine))]
     for name, value in rows:
         table.add_row(name, value)

@@ -13,8 +13,17 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        import specsr_keras
+
+        typer.echo(f"specsr {specsr_keras.__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main() -> None:
+def main(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                      help="Print the specsr version and exit.")) -> None:
     """specsr: simulate, train, export, infer and evaluate (set SPECSR_DEBUG=1 for tracebacks)."""
 
 

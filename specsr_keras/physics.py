@@ -33,6 +33,9 @@ OIII_DOUBLET_RATIO = 2.98
 BALMER_DECREMENT = 2.86
 
 SPEED_OF_LIGHT_KMS = 299792.458
+# Rest wavelengths [Å, vacuum] spanning the Hα + [NII] blend: a spectrum without a usable
+# pixel here has no data on the lines (flag LINE_NOT_COVERED).
+LINE_REGION_A = (6540.0, 6595.0)
 
 # N2 = log10([NII]6585/Hα) range of every measurement [dex]: the Faisst et al. 2018 grid
 # (-1.5 ... -0.1) plus headroom for low-metallicity galaxies and AGN; estimates are clipped

@@ -387,7 +387,7 @@ def test_serving_check_error_is_one_line(tmp_path, capsys):
         _main([str(tmp_path)])  # what the fresh process runs
     assert stopped.value.code == 1
     message = capsys.readouterr().err
-    assert message.count("\n") == 1 and "no signatures.json" in message
+    assert message.count("\n") == 1 and "saved_model.pb: missing" in message
 
 
 def test_resampled_client_grid_matches_instrument_edges(signatures):

@@ -164,3 +164,39 @@ def test_fits_variable_length_rows_are_read_per_row(tmp_path, columns):
     prepared = prepare_rows(raw, EUCLID)
     assert prepared.batch["row"].tolist() == [2]
     assert [reason.split(":")[0] for _, _, reason in prepared.quarantine] == ["wrong_grid_length"]
+
+
+@pytest.mark.parametrize("suffix", [".fits", ".h5", ".parquet"])
+def test_column_units_are_converted_to_specsr_units(tmp_path, columns, suffix):
+    import astropy.units as u
+    from astropy.table import Table
+
+    from specsr_keras.units import FLUX_UNIT
+
+    wave = get_instrument(EUCLID).wavelength
+    plain = {"object_id": [1, 2], "flux": columns["flux"][:2], "ivar": columns["ivar"][:2],
+             "wavelength": np.stack([wave, wave])}
+    table = Table(plain)
+    table["flux"].unit = FLUX_UNIT * 1e-17  # the same numbers, in units of 1e-34 erg/s/cm2/Å
+    table["ivar"].unit = (FLUX_UNIT * 1e-17) ** -2
+    table["wavelength"] = table["wavelength"] / 1e4
+    table["wavelength"].unit = u.um
+    path = tmp_path / f"units{suffix}"
+    kwargs = {"path": "catalog", "serialize_meta": True} if suffix == ".h5" else {}
+    table.write(path, **kwargs)
+    reference = prepare_rows(open_catalog(write_table(tmp_path / "plain.fits", plain)).read(0, 2), EUCLID)
+    converted = prepare_rows(open_catalog(path).read(0, 2), EUCLID)
+    assert not converted.quarantine
+    np.testing.assert_allclose(converted.batch["lowres_flux"], reference.batch["lowres_flux"] * 1e-17, rtol=1e-5)
+    np.testing.assert_allclose(converted.batch["lowres_ivar"], reference.batch["lowres_ivar"] * 1e34, rtol=1e-4)
+
+
+def test_a_unit_that_cannot_be_converted_names_the_column(tmp_path, columns):
+    import astropy.units as u
+    from astropy.table import Table
+
+    table = Table({"object_id": [1], "flux": columns["flux"][:1], "ivar": columns["ivar"][:1]})
+    table["flux"].unit = u.Jy * u.s  # not a flux density per wavelength
+    table.write(tmp_path / "bad.fits")
+    with pytest.raises(SpecsrInputError, match=r"bad.fits: column 'flux' has unit .* cannot be converted"):
+        open_catalog(tmp_path / "bad.fits")

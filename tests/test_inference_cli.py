@@ -59,3 +59,15 @@ def test_scheduler_and_workers_together_are_refused(tmp_path):
     result = _invoke("infer", path, "--model", "baseline", "--out", tmp_path / "run",
                      "--workers", 2, "--scheduler", "tcp://127.0.0.1:1")
     assert result.exit_code == 1 and "not both" in _one_error_line(result.output)
+
+
+def test_units_in_brackets_survive_the_help_markup():
+    assert "[arcsec]" in " ".join(_invoke("build-dataset", "--help").output.split())
+    assert "[dex]" in " ".join(_invoke("evaluate", "--help").output.split())
+
+
+def test_version():
+    import specsr_keras
+
+    result = _invoke("--version")
+    assert result.exit_code == 0 and result.output.strip() == f"specsr {specsr_keras.__version__}"

@@ -91,6 +91,25 @@ def test_merge_refuses_an_unfinished_run(catalog, tmp_path):
         merge_run(run)
 
 
+@pytest.mark.parametrize("damage", ["truncate", "random_bytes", "delete"])
+def test_a_damaged_finished_chunk_is_recomputed_and_never_merged(catalog, reference, tmp_path, damage):
+    run = tmp_path / "run"
+    run_inference(catalog, "baseline", run, CONFIG)
+    path = chunk_path(run, 1)
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:-2880])
+    elif damage == "random_bytes":
+        path.write_bytes(np.random.default_rng(0).bytes(path.stat().st_size))
+    else:
+        path.unlink()
+    with pytest.raises(ValueError, match=f"{path.name}.*rerun the same infer command"):
+        merge_run(run)
+    assert not (run / "results.fits").exists()  # no stale merge beside the damaged chunk
+    again = run_inference(catalog, "baseline", run, CONFIG)
+    assert (again.chunks_run, again.chunks_skipped) == (1, 3)
+    assert_same_table(Table.read(again.results), reference[1])
+
+
 def _infer_cli(catalog, run, env_extra=None):
     env = {**os.environ, **(env_extra or {})}
     command = [sys.executable, "-c", "from cli.main import app; app()", "infer", str(catalog),
@@ -123,3 +142,25 @@ def test_dask_workers_give_the_single_process_results_despite_a_lost_worker(
     assert marker.exists() and summary.chunks_run == 4
     assert_same_table(Table.read(summary.results), reference[1])
     assert_same_table(Table.read(summary.quarantine), reference[2])
+
+
+def test_dask_reports_a_bad_input_once_without_retrying(tmp_path):
+    from tests.test_bad_inputs import text_flux_column
+
+    catalog = text_flux_column(tmp_path)
+    with pytest.raises(ValueError, match=r"textflux.fits: column 'flux' \(flux\) holds text") as error:
+        run_inference(catalog, "baseline", tmp_path / "run", CONFIG, workers=2, retries=3)
+    assert "Traceback" not in str(error.value)
+
+
+def test_progress_moves_inside_a_chunk_and_logs_plain_lines(catalog, tmp_path, caplog):
+    import logging
+
+    from specsr_keras.reporting import LogReporter
+
+    caplog.set_level(logging.INFO, logger="specsr")
+    run_inference(catalog, "baseline", tmp_path / "run", InferConfig(chunk_rows=20, batch=4),
+                  reporter=LogReporter(unit="rows", every_s=0.0))
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("infer mix.parquet")]
+    assert any(": 4/20 (20%)" in line for line in lines), lines  # the first batch of the only chunk
+    assert lines[-1].startswith("infer mix.parquet (rows): 20/20 (100%)") and "done in" in lines[-1]

@@ -8,7 +8,7 @@ import pytest
 
 from specsr_keras.training.batches import batch_indices, step_batches
 from specsr_keras.training.checkpoints import CheckpointManager
-from specsr_keras.training.config import TrainConfig, resolve_config
+from specsr_keras.training.config import TrainConfig, resolve_config, run_config
 from specsr_keras.training.stage import evaluate_loss, train_stage
 
 pytestmark = pytest.mark.keras
@@ -68,6 +68,16 @@ def test_config_precedence_preset_file_override(tmp_path):
     assert resolve_config("quick", roundtrip) == config
 
 
+def test_resumed_run_keeps_its_saved_config(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.toml").write_text(resolve_config("quick", data="sims/a,sims/b@0.5", batch_size=8).to_toml())
+    resumed = run_config(run, "quick", superres_steps=900)
+    assert (resumed.data, resumed.batch_size, resumed.superres_steps) == ("sims/a,sims/b@0.5", 8, 900)
+    assert run_config(run, "quick", resume=False).data == TrainConfig().data
+    assert run_config(tmp_path / "new", "default").superres_steps == 12000
+
+
 def test_config_rejects_unknown_keys_and_stages(tmp_path):
     path = tmp_path / "bad.toml"
     path.write_text("batchsize = 8\n")
@@ -75,6 +85,38 @@ def test_config_rejects_unknown_keys_and_stages(tmp_path):
         resolve_config("quick", path)
     with pytest.raises(ValueError, match="warp"):
         resolve_config("quick", stages="autoencoders,warp")
+
+
+BAD_CONFIGS = [  # (config file text, what the one-line error must name)
+    ("batch_size = -5\n", "batch_size = -5: must be >= 1"),
+    ("batch_size = 0\n", "batch_size = 0: must be >= 1"),
+    ('batch_size = "sixteen"\n', "batch_size = 'sixteen': expected an integer"),
+    ("batch_size = 8.5\n", "batch_size = 8.5: expected an integer"),
+    ("learning_rate = 0\n", "learning_rate = 0.0: must be > 0.0"),
+    ("ema_momentum = 1.0\n", "ema_momentum = 1.0: must be >= 0.0 and < 1.0"),
+    ("val_fraction = -0.1\n", "val_fraction = -0.1: must be >= 0.0"),
+    ("mixed_precision = 1\n", "mixed_precision = 1: expected true or false"),
+    ('model_preset = "huge"\n', "model_preset = 'huge': choose from"),
+    ('sampler = "steps=ten"\n', "sampler = 'steps=ten'"),
+    ("batch_size = = 3\n", "not valid TOML"),
+    ('stages = "warp"\n', "stages = 'warp'"),
+]
+
+
+@pytest.mark.parametrize("text,expected", BAD_CONFIGS)
+def test_a_bad_config_file_is_refused_naming_the_file_and_key(tmp_path, text, expected):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ValueError) as error:
+        resolve_config("quick", path)
+    assert str(error.value).startswith(f"{path}: ") and expected in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_bad_command_line_values_are_refused():
+    with pytest.raises(ValueError, match="^command line: batch_size = 0: must be >= 1$"):
+        resolve_config("quick", batch_size=0)
+    assert resolve_config("quick", learning_rate=1).learning_rate == 1.0  # an int is a number
 
 
 def test_stage_resume_matches_uninterrupted_run(tmp_path):

@@ -91,7 +91,10 @@ class FitsTableWriter:
             elif values.dtype.kind == "U":
                 values = np.char.encode(values, "ascii")
             raw[name] = values
-        self._stream.write(raw.view(np.uint8))
+        try:
+            self._stream.write(raw.view(np.uint8))
+        except OSError as exc:  # e.g. disk full; __exit__ removes the partial file
+            raise OSError(f"{self.path}: cannot write ({exc})") from None
         self.written += n
 
     def __exit__(self, exc_type, exc, traceback):

@@ -32,6 +32,19 @@ from specsr_keras.spectral.band import edges_from_centres, resample_flux
 from specsr_keras.units import FLUX_UNIT, LINE_FLUX_UNIT
 
 
+def check_export_files(path) -> None:
+    """FileNotFoundError naming the first file a SavedModel export lacks (saved_model.pb,
+    signatures.json, variables/variables.index, a variables data shard)."""
+    path = Path(path)
+    needed = [path / "saved_model.pb", path / SIGNATURES_FILE, path / "variables" / "variables.index"]
+    missing = next((str(p) for p in needed if not p.is_file()), None)
+    if missing is None and not list((path / "variables").glob("variables.data-*")):
+        missing = str(path / "variables" / "variables.data-*")
+    if missing:
+        raise FileNotFoundError(f"{missing}: missing, so {path} is not a complete SavedModel export; "
+                                "re-export with `specsr export`")
+
+
 def load_signatures(source) -> dict:
     """signatures.json as a dict, from an export directory, the file, or a dict."""
     if isinstance(source, dict):
@@ -40,7 +53,10 @@ def load_signatures(source) -> dict:
     path = path / SIGNATURES_FILE if path.is_dir() else path
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no {SIGNATURES_FILE} (not a specsr export)")
-    return json.loads(path.read_text())
+    try:
+        return json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc}); re-export with `specsr export`") from None
 
 
 def grid_edges(signatures: dict) -> np.ndarray:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 import specsr_keras
-from specsr_keras.export.client import load_signatures
+from specsr_keras.export.client import check_export_files, load_signatures
 from specsr_keras.instruments import get_instrument
 from specsr_keras.measure.columns import sample_columns
 from specsr_keras.measure.redshift import redshift_guess
@@ -37,16 +37,24 @@ class SavedModelPredictor:
         import tensorflow as tf
 
         self.path = Path(path)
-        if not (self.path / "saved_model.pb").is_file():
-            raise FileNotFoundError(f"{self.path}: no saved_model.pb")
+        check_export_files(self.path)
         self.signatures = load_signatures(self.path)
-        meta = self.signatures["metadata"]
-        self.instrument = meta["instrument"]["instrument"]
-        self.samples = int(meta["samples"])
-        self.model_id = f"savedmodel:{meta['name']}/{meta['version']}"
+        try:
+            meta = self.signatures["metadata"]
+            self.instrument = meta["instrument"]["instrument"]
+            self.samples = int(meta["samples"])
+            self.model_id = f"savedmodel:{meta['name']}/{meta['version']}"
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{self.path}: signatures.json lacks or garbles metadata {exc}; "
+                             "re-export with `specsr export`") from None
         self._tf = tf
-        self._loaded = tf.saved_model.load(str(self.path))
-        self._super_resolve = self._loaded.signatures["super_resolve"]
+        try:
+            self._loaded = tf.saved_model.load(str(self.path))
+            self._super_resolve = self._loaded.signatures["super_resolve"]
+        except Exception as exc:  # noqa: BLE001 - TF raises many kinds for a damaged directory
+            detail = " ".join(str(exc).split())[:200]
+            raise ValueError(f"{self.path}: not a loadable SavedModel ({type(exc).__name__}: {detail}); "
+                             "re-export it with `specsr export`") from None
 
     def call_graph(self, batch: dict, z_prior: np.ndarray, seed: int) -> dict[str, np.ndarray]:
         """The super_resolve outputs (numpy) for a batch with z priors filled in."""

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from specsr_keras.export.client import check_inputs, load_signatures
+from specsr_keras.export.client import check_export_files, check_inputs, load_signatures
 
 PARITY_TOLERANCE = 1e-4
 N2_PARITY_DEX = 1e-3
@@ -87,6 +87,10 @@ def check_export(
     import tensorflow as tf
 
     path = Path(path)
+    try:
+        check_export_files(path)
+    except FileNotFoundError as exc:
+        raise ServingCheckError(str(exc)) from None
     signatures = load_signatures(path)
     started = time.perf_counter()
     loaded = tf.saved_model.load(str(path))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import glob
 import os
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,8 +34,9 @@ from specsr_keras.data.records import SpecsrInputError, ivar_from_sigma
 from specsr_keras.instruments import Instrument, get_instrument, resolve_instrument_name
 from specsr_keras.measure.flags import QualityFlag
 from specsr_keras.spectral.band import edges_from_centres, resample_flux
+from specsr_keras.units import FLUX_UNIT, IVAR_UNIT, WAVELENGTH_UNIT
 
-__all__ = ["Catalog", "PreparedRows", "RawRows", "open_catalog", "prepare_rows"]
+__all__ = ["Catalog", "PreparedRows", "RawRows", "cell_problem", "open_catalog", "prepare_rows"]
 
 # Column roles and the names that fill them, in order of preference.
 COLUMN_NAMES = {
@@ -72,7 +74,8 @@ class RawRows:
     None when the column is absent; instrument: (n,) canonical names ("" = unknown);
     z_prior, source_sigma_arcsec, log_mstar_catalog: (n,) float (NaN = none; the last a
     catalogue log10 M*/Msun); rejects: (row, object_id, reason) of units that could not be
-    read at all.
+    read at all; bad_cells: (n,) str, why a row's scalar cell could not be parsed ("" = fine;
+    the row is quarantined with that reason).
     """
 
     row: np.ndarray
@@ -87,6 +90,24 @@ class RawRows:
     log_mstar_catalog: np.ndarray | None = None
     rejects: list = field(default_factory=list)
     image: object = None  # (n, H, W, bands) array or list (None = null), or None if absent
+    bad_cells: np.ndarray | None = None
+
+
+    def take(self, positions, keep_rejects: bool = True) -> RawRows:
+        """The rows at `positions` (in that order); the rejects stay only if keep_rejects."""
+        positions = np.asarray(positions, np.int64)
+
+        def pick(values):
+            if values is None:
+                return None
+            if isinstance(values, list):
+                return [values[p] for p in positions]
+            return np.asarray(values)[positions]
+
+        return RawRows(**{name: pick(getattr(self, name)) for name in
+                          ("row", "object_id", "flux", "ivar", "mask", "wavelength", "instrument",
+                           "z_prior", "source_sigma_arcsec", "log_mstar_catalog", "image", "bad_cells")},
+                       rejects=list(self.rejects) if keep_rejects else [])
 
 
 @dataclass
@@ -114,6 +135,7 @@ class Catalog:
     instrument: str = ""  # table-level instrument ("" = unknown)
     location: str = ""  # FITS HDU index or HDF5 dataset path ("" = one dataset per column)
     files: tuple = ()  # directory mode
+    scales: dict = field(default_factory=dict)  # role -> factor to specsr's unit, from column units
 
     def read(self, start: int, stop: int) -> RawRows:
         """Units [start, stop) as RawRows."""
@@ -121,7 +143,18 @@ class Catalog:
         if self.kind == "files":
             return _read_files(self.files, start, stop)
         reader = {"fits": _read_fits, "hdf5": _read_hdf5, "parquet": _read_parquet}[self.kind]
-        columns = reader(self, start, stop)
+        try:
+            columns = reader(self, start, stop)
+        except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
+            raise SpecsrInputError(self.path, f"cannot read rows {start}-{stop - 1} "
+                                              f"(truncated or damaged file?): {exc}") from None
+        for role, factor in self.scales.items():
+            columns[role] = _map_rows(columns[role], lambda values, f=factor: np.asarray(values, np.float64) * f)
+        for role in SPECTRUM_ROLES + ("image",):
+            if role in columns and not isinstance(columns[role], list) \
+                    and np.asarray(columns[role]).dtype.kind in "USO":
+                raise SpecsrInputError(self.path, f"column {self.columns[role]!r} ({role}) holds text, "
+                                                  "expected numbers")
         return _raw_from_columns(columns, start, stop, self.instrument)
 
 
@@ -155,6 +188,7 @@ def open_catalog(path, modality: str = "spectrum") -> Catalog:
     try:
         n_rows, names, meta, location = {"fits": _inspect_fits, "hdf5": _inspect_hdf5,
                                          "parquet": _inspect_parquet}[kind](path)
+        units = meta.pop("__units__", {})
     except (OSError, ValueError, KeyError) as exc:
         if isinstance(exc, SpecsrInputError):
             raise
@@ -167,7 +201,34 @@ def open_catalog(path, modality: str = "spectrum") -> Catalog:
         instrument = resolve_instrument_name(instrument) if instrument else ""
     except ValueError as exc:
         raise SpecsrInputError(path, str(exc)) from None
-    return Catalog(str(path.resolve()), kind, n_rows, columns, instrument, location)
+    scales = _unit_scales(path, columns, units)
+    return Catalog(str(path.resolve()), kind, n_rows, columns, instrument, location, scales=scales)
+
+
+# Column roles that carry a physical unit, and specsr's unit for each (docs/contracts.md).
+ROLE_UNITS = {"wavelength": WAVELENGTH_UNIT, "flux": FLUX_UNIT, "error": FLUX_UNIT, "ivar": IVAR_UNIT,
+              "source_sigma_arcsec": "arcsec"}
+
+
+def _unit_scales(path, columns: dict, units: dict) -> dict:
+    """{role: factor} turning columns given in other units (TUNIT / astropy meta) into
+    specsr's; a unit that cannot be converted is a one-line error naming the column."""
+    import astropy.units as u
+
+    scales = {}
+    for role, target in ROLE_UNITS.items():
+        text = str(units.get(columns.get(role), "") or "").strip()
+        if not text:
+            continue  # no unit given: specsr's is assumed (documented)
+        try:
+            factor = _parse_unit(text).to(target, equivalencies=u.spectral())
+        except (ValueError, u.UnitsError) as exc:
+            detail = " ".join(str(exc).split())[:120]
+            raise SpecsrInputError(path, f"column {columns[role]!r} has unit {text!r}, which cannot be "
+                                         f"converted to {u.Unit(target).to_string()} ({detail})") from None
+        if not np.isclose(factor, 1.0, rtol=1e-9):
+            scales[role] = float(factor)
+    return scales
 
 
 def _open_files(text: str, files: list[str]) -> Catalog:
@@ -198,11 +259,17 @@ def _match_columns(path, names, modality: str = "spectrum") -> dict:
 def _inspect_fits(path):
     from astropy.io import fits
 
-    with fits.open(path, memmap=True) as hdul:
+    with warnings.catch_warnings(), fits.open(path, memmap=True) as hdul:
+        warnings.simplefilter("ignore")  # astropy's truncation warning: the error below says it
         for index, hdu in enumerate(hdul):
             if isinstance(hdu, fits.BinTableHDU):
                 header = hdu.header
+                end = hdul.fileinfo(index)["datLoc"] + header["NAXIS1"] * header["NAXIS2"] + header.get("PCOUNT", 0)
+                if not str(path).endswith(".gz") and end > Path(path).stat().st_size:
+                    raise SpecsrInputError(path, f"truncated: the table needs {end} bytes, the file has "
+                                                 f"{Path(path).stat().st_size}")
                 meta = {key: header.get(key) for key in INSTRUMENT_KEYS}
+                meta["__units__"] = {column.name: column.unit for column in hdu.columns if column.unit}
                 return header["NAXIS2"], list(hdu.columns.names), meta, str(index)
     raise SpecsrInputError(path, "no binary table HDU")
 
@@ -217,6 +284,14 @@ def _inspect_hdf5(path):
         table = next((d for d in datasets.values() if d.dtype.names and d.ndim == 1), None)
         if table is not None:  # one compound dataset (astropy's layout)
             meta.update(table.attrs)
+            serialized = handle.get(f"{table.name}.__table_column_meta__")  # astropy serialize_meta=True
+            if serialized is not None:
+                from astropy.table.meta import get_header_from_yaml
+
+                lines = [line.decode() if isinstance(line, bytes) else str(line) for line in serialized[()]]
+                header = get_header_from_yaml(lines)
+                meta.update(header.get("meta", {}))
+                meta["__units__"] = _yaml_units(header)
             return table.shape[0], list(table.dtype.names), meta, table.name
         # One dataset per column: the columns are the datasets as long as the flux one
         # (others, such as a wavelength grid, are not per object).
@@ -239,7 +314,25 @@ def _inspect_parquet(path):
 
         header = get_header_from_yaml(schema_meta["table_meta_yaml"].splitlines())
         meta.update(header.get("meta", {}))
+        meta["__units__"] = _yaml_units(header)
     return parquet.metadata.num_rows, parquet.schema_arrow.names, meta, ""
+
+
+def _parse_unit(text: str):
+    """An astropy unit from FITS (TUNIT) or astropy's generic text."""
+    import astropy.units as u
+
+    for fmt in ("fits", "generic"):
+        try:
+            return u.Unit(text, format=fmt, parse_strict="raise")
+        except ValueError as exc:
+            error = exc
+    raise error
+
+
+def _yaml_units(header: dict) -> dict:
+    """{column: unit text} from astropy's serialised table header."""
+    return {column["name"]: column["unit"] for column in header.get("datatype", []) if column.get("unit")}
 
 
 # --- reading -----------------------------------------------------------------------------
@@ -249,11 +342,17 @@ def _read_fits(catalog: Catalog, start: int, stop: int) -> dict:
 
     astropy's `hdu.data` converts logical (L) columns for the whole table at once (the
     whole file in memory); this reads only the chunk's rows, and for variable-length
-    (P/Q) columns only their heap arrays. TSCAL/TZERO are applied.
+    (P/Q) columns only their heap arrays. TSCAL/TZERO are applied. A gzipped file (.fits.gz)
+    cannot be memory-mapped and is read through astropy (decompressed in memory).
     """
     from astropy.io import fits
 
     index = int(catalog.location)
+    if catalog.path.endswith(".gz"):  # no memmap of compressed bytes: astropy decompresses
+        with fits.open(catalog.path) as hdul:
+            rows = hdul[index].data[start:stop]
+            return {role: _plain(rows[name]) if rows.columns[name].format[0] not in "PQ"
+                    else [np.asarray(v) for v in rows[name]] for role, name in catalog.columns.items()}
     with fits.open(catalog.path, memmap=False) as hdul:  # headers only
         hdu, data_offset = hdul[index], hdul.fileinfo(index)["datLoc"]
         header, columns = hdu.header, hdu.columns
@@ -395,9 +494,16 @@ def _raw_from_columns(columns: dict, start: int, stop: int, table_instrument: st
         given = np.char.strip(np.asarray(columns["instrument"], dtype=str))
         instrument = np.where(given == "", instrument, given)
 
+    bad_cells = np.full(n, "", dtype=object)
+
     def scalar(role):
         values = columns.get(role)
-        return np.full(n, np.nan) if values is None else np.asarray(values, dtype=np.float64)
+        if values is None:
+            return np.full(n, np.nan)
+        parsed, unparsed = parse_numbers(values)
+        first = (unparsed != "") & (bad_cells == "")
+        bad_cells[first] = [f"unparseable_value: {role} = {text} is not a number" for text in unparsed[first]]
+        return parsed
 
     return RawRows(
         row=np.arange(start, stop, dtype=np.int64),
@@ -405,7 +511,28 @@ def _raw_from_columns(columns: dict, start: int, stop: int, table_instrument: st
         flux=columns.get("flux"), ivar=ivar, image=columns.get("image"), mask=mask,
         wavelength=columns.get("wavelength"),
         instrument=instrument.astype(str), z_prior=scalar("z_prior"),
-        source_sigma_arcsec=scalar("source_sigma_arcsec"), log_mstar_catalog=scalar("log_mstar_catalog"))
+        source_sigma_arcsec=scalar("source_sigma_arcsec"), log_mstar_catalog=scalar("log_mstar_catalog"),
+        bad_cells=bad_cells.astype(str))
+
+
+def parse_numbers(values) -> tuple[np.ndarray, np.ndarray]:
+    """(float64 (n,), why (n,) str): a numeric column as is; text cells parsed one by one, an
+    empty or null cell as NaN, and a cell that is not a number as NaN with its text quoted."""
+    values = np.asarray(values)
+    why = np.full(len(values), "", dtype=object)
+    if values.dtype.kind in "biuf":
+        return values.astype(np.float64), why.astype(str)
+    parsed = np.full(len(values), np.nan)
+    for pos, value in enumerate(values):
+        text = "" if value is None else (value.decode(errors="replace") if isinstance(value, bytes)
+                                         else str(value)).strip()
+        if text == "" or text.lower() in ("nan", "none", "null"):
+            continue
+        try:
+            parsed[pos] = float(text)
+        except ValueError:
+            why[pos] = repr(text[:40])
+    return parsed, why.astype(str)
 
 
 def _map_rows(values, function):
@@ -436,7 +563,7 @@ def _stack(values, positions, dtype=np.float64) -> np.ndarray:
 def prepare_rows(raw: RawRows, model_instrument: Instrument | str) -> PreparedRows:
     """Validate raw rows and put them on the model's grid; see PreparedRows.
 
-    Quarantine reasons: missing_value, length_mismatch, unknown_instrument,
+    Quarantine reasons: unparseable_value, missing_value, length_mismatch, unknown_instrument,
     wrong_grid_length, bad_wavelength, no_finite_flux, no_positive_ivar,
     no_usable_pixels, no_overlap (after resampling), plus the reader's unreadable_*.
     Single bad pixels (NaN/inf flux, non-positive ivar) are masked, not quarantined.
@@ -452,8 +579,8 @@ def prepare_rows(raw: RawRows, model_instrument: Instrument | str) -> PreparedRo
     groups = defaultdict(list)
     for pos in range(n):
         source = instruments[raw.instrument[pos]]
-        problem = _row_problem(pos, lengths) or (
-            "" if source else f"unknown_instrument: {raw.instrument[pos]!r}")
+        problem = cell_problem(raw, pos) or _row_problem(pos, lengths) or (
+            "" if source else f"unknown_instrument: {str(raw.instrument[pos])!r}")
         if problem:
             quarantine.append((int(raw.row[pos]), str(raw.object_id[pos]), problem))
         else:
@@ -475,6 +602,11 @@ def _resolve_or_none(name: str) -> str | None:
         return resolve_instrument_name(name)
     except ValueError:
         return None
+
+
+def cell_problem(raw: RawRows, pos: int) -> str:
+    """The reason a scalar cell of row `pos` could not be parsed ("" = none)."""
+    return "" if raw.bad_cells is None else str(raw.bad_cells[pos])
 
 
 def _row_problem(pos: int, lengths: dict) -> str:
@@ -537,9 +669,13 @@ def _prepare_group(raw, positions, source: Instrument, length: int, has_wave: bo
         row_edges = edges_in[moved] if edges_in.ndim == 2 else edges_in
         out_flux[moved], out_ivar[moved] = resample_flux(row_edges, flux[moved], ivar[moved],
                                                          model.bin_edges)
+        out_ivar[moved] *= finer_grid_ivar_factor(row_edges, model.bin_edges)
         flags[moved] |= QualityFlag.RESAMPLED
-        reason[moved & ~(out_ivar > 0).any(axis=1)] = (
-            f"no_overlap: no pixel of the spectrum covers the {model.name} grid")
+        no_overlap = moved & ~(out_ivar > 0).any(axis=1)
+        reason[no_overlap] = [f"no_overlap: no pixel of the spectrum covers the {model.name} grid "
+                              f"({model.wavelength[0]:.0f}-{model.wavelength[-1]:.0f} Angstrom){_unit_hint(edges)}"
+                              for edges in (edges_in[no_overlap] if edges_in.ndim == 2
+                                            else [edges_in] * int(no_overlap.sum()))]
 
     z_prior = raw.z_prior[positions] if raw.z_prior is not None else np.full(len(positions), np.nan)
     invalid_prior = ~np.isnan(z_prior) & ~((z_prior >= Z_PRIOR_RANGE[0])
@@ -567,6 +703,33 @@ def _prepare_group(raw, positions, source: Instrument, length: int, has_wave: bo
         "_order": positions[good],
     }
     return part, bad
+
+
+def finer_grid_ivar_factor(edges_in, edges_out) -> np.ndarray:
+    """min(1, Δλ_out / Δλ_in) at each output pixel, (L_out,) or (B, L_out).
+
+    Resampling onto a finer grid copies one input pixel's value into several output pixels,
+    whose errors are then fully correlated; treating them as independent would multiply the
+    information by Δλ_in / Δλ_out. Scaling each output pixel's ivar by this factor keeps the
+    total information of the input (a diagonal stand-in for the correlated covariance), so
+    intervals stay calibrated on any grid. Onto a coarser grid the factor is 1.
+    """
+    edges_in, edges_out = np.asarray(edges_in, float), np.asarray(edges_out, float)
+    centres_out, width_out = 0.5 * (edges_out[1:] + edges_out[:-1]), np.diff(edges_out)
+    rows = np.atleast_2d(edges_in)
+    width_in = np.stack([np.interp(centres_out, 0.5 * (row[1:] + row[:-1]), np.diff(row)) for row in rows])
+    factor = np.minimum(1.0, width_out / width_in)
+    return factor if edges_in.ndim == 2 else factor[0]
+
+
+def _unit_hint(edges) -> str:
+    """A hint when wavelengths [Å] look like µm or nm (the spectrum then misses every grid);
+    ASCII, as it goes into a FITS quarantine table."""
+    middle = float(np.median(edges))
+    for factor, unit in ((1e4, "micron"), (10.0, "nm")):
+        if 3e3 < middle * factor < 3e4 and middle < 3e3:
+            return f"; the wavelengths look like {unit} (median {middle:.4g}): give them in Angstrom"
+    return ""
 
 
 def _concatenate_in_row_order(parts: list, n_pixels: int) -> dict:

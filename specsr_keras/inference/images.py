@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from specsr_keras.inference.catalog import Z_PRIOR_RANGE, PreparedRows, RawRows
+from specsr_keras.inference.catalog import Z_PRIOR_RANGE, PreparedRows, RawRows, cell_problem
 from specsr_keras.measure.flags import QualityFlag
 
 __all__ = ["MAX_BAD_PIXEL_FRACTION", "prepare_image_rows"]
@@ -43,7 +43,7 @@ def prepare_image_rows(raw: RawRows, shape: tuple = (64, 64, 4)) -> PreparedRows
     images = raw.image if raw.image is not None else [None] * n
     keep = []
     for pos in range(n):
-        problem = _image_problem(images[pos], tuple(shape))
+        problem = cell_problem(raw, pos) or _image_problem(images[pos], tuple(shape))
         if problem:
             quarantine.append((int(raw.row[pos]), str(raw.object_id[pos]), problem))
         else:

@@ -5,7 +5,9 @@ chunk), `chunks/chunk_<index>.fits` (HDU RESULTS and HDU QUARANTINE of one chunk
 and after the merge `results.fits` and `quarantine.fits`. Every file is written to a
 temporary name and renamed, so a killed run leaves either a whole file or none. A chunk
 counts as done only once the manifest lists it; its file name is fixed by its index, so
-a redone chunk replaces its file and never duplicates rows.
+a redone chunk replaces its file and never duplicates rows. Each chunk's entry records
+the size and sha256 of its file; a resumed run recomputes every chunk whose file is missing
+or differs (`Manifest.damaged_chunks`), and the merge refuses such files.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 import specsr_keras
 from specsr_keras.data.fits_table import atomic_path
 
-__all__ = ["MANIFEST_NAME", "Manifest", "chunk_path", "clear_run", "input_fingerprint"]
+__all__ = ["MANIFEST_NAME", "Manifest", "chunk_path", "clear_run", "file_checksum", "input_fingerprint"]
 
 MANIFEST_NAME = "manifest.json"
 CHUNK_DIR = "chunks"
@@ -32,6 +34,15 @@ _HASH_BYTES = 1 << 20
 def chunk_path(run_dir, index: int) -> Path:
     """Output file of chunk `index`."""
     return Path(run_dir) / CHUNK_DIR / f"chunk_{index:06d}.fits"
+
+
+def file_checksum(path) -> dict:
+    """{"bytes", "sha256"} of a whole file (a chunk file: MBs, read once)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return {"bytes": Path(path).stat().st_size, "sha256": digest.hexdigest()}
 
 
 def _head_tail_sha256(path: Path) -> str:
@@ -143,6 +154,26 @@ class Manifest:
     def done(self) -> dict[int, dict]:
         """Finished chunks: index -> summary (rows_in, rows_out, rows_quarantined, ...)."""
         return {int(index): entry for index, entry in self.data["chunks"].items()}
+
+    def damaged_chunks(self) -> dict[int, str]:
+        """Done chunks whose file is missing or not the one recorded: index -> why."""
+        damaged = {}
+        for index, entry in self.done.items():
+            path = chunk_path(self.run_dir, index)
+            if not path.is_file():
+                damaged[index] = f"{path}: missing"
+            elif path.stat().st_size != entry.get("bytes", path.stat().st_size) \
+                    or file_checksum(path)["sha256"] != entry.get("sha256"):
+                damaged[index] = f"{path}: size or checksum differs from the manifest"
+        return damaged
+
+    def forget_chunks(self, indices) -> None:
+        """Mark chunks not done (to recompute them) and save."""
+        for index in indices:
+            self.data["chunks"].pop(str(index), None)
+        if indices:
+            self.data["merged"] = None
+            self.save()
 
     def record_chunk(self, summary: dict) -> None:
         """Mark a chunk done (its file is already in place) and save."""

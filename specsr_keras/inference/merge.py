@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
 from astropy.io import fits
 from astropy.table import Table
 
@@ -60,8 +61,10 @@ def provenance_header(manifest: Manifest, extname: str) -> dict:
 def merge_run(run_dir, reporter: Reporter | None = None) -> dict:
     """Write RUN/results.fits and RUN/quarantine.fits from the chunk files.
 
-    Raises ValueError if run_dir has no manifest or some chunks are not finished.
-    Returns {"results", "quarantine": paths, "rows_results", "rows_quarantine"}.
+    Earlier merged files are removed first, so a failed merge leaves none beside the chunks.
+    Raises ValueError if run_dir has no manifest, some chunks are not finished, or a chunk
+    file is missing or differs from its manifest checksum (naming the file). Returns
+    {"results", "quarantine": paths, "rows_results", "rows_quarantine", "rows_duplicate_id"}.
     """
     run_dir, reporter = Path(run_dir), reporter or Reporter()
     manifest = Manifest.load(run_dir)
@@ -71,16 +74,41 @@ def merge_run(run_dir, reporter: Reporter | None = None) -> dict:
     if missing:
         raise ValueError(f"{run_dir}: {len(missing)} of {manifest.n_chunks} chunks are not "
                          "finished; rerun the same infer command to complete them")
+    for name in (RESULTS_NAME, QUARANTINE_NAME):
+        (run_dir / name).unlink(missing_ok=True)
+    damaged = manifest.damaged_chunks()
+    if damaged:
+        raise ValueError(f"{next(iter(damaged.values()))}; rerun the same infer command "
+                         "to recompute damaged chunks")
     files = [chunk_path(run_dir, index) for index in range(manifest.n_chunks)]
-    merged = {}
-    for extname, name, key in (("RESULTS", RESULTS_NAME, "results"),
-                               ("QUARANTINE", QUARANTINE_NAME, "quarantine")):
+    duplicates = duplicate_ids(files)
+    merged = {"rows_duplicate_id": 0}
+
+    def flag_duplicates(rows: dict) -> dict:
+        repeated = np.isin(np.char.encode(np.asarray(rows["object_id"], str), "utf-8"), duplicates)
+        merged["rows_duplicate_id"] += int(repeated.sum())
+        return {**rows, "flags": np.where(repeated, rows["flags"] | QualityFlag.DUPLICATE_ID, rows["flags"])}
+
+    for extname, name, key, transform in (("RESULTS", RESULTS_NAME, "results", flag_duplicates),
+                                          ("QUARANTINE", QUARANTINE_NAME, "quarantine", None)):
         path = run_dir / name
         merged[f"rows_{key}"] = _merge_extension(files, extname, path,
-                                                 provenance_header(manifest, extname), reporter)
+                                                 provenance_header(manifest, extname), reporter, transform)
         merged[key] = str(path)
     manifest.record_merge({key: merged[key] for key in merged if key.startswith("rows_")})
     return merged
+
+
+def duplicate_ids(files) -> np.ndarray:
+    """Sorted object_ids (UTF-8 bytes) that occur more than once over the results and
+    quarantine of all chunk files (one column in memory: ~20 bytes per row)."""
+    ids = []
+    for path in files:
+        with fits.open(path, memmap=True) as hdul:
+            ids.extend(np.char.encode(np.asarray(hdul[ext].data["object_id"], str), "utf-8")
+                       for ext in ("RESULTS", "QUARANTINE"))
+    values, counts = np.unique(np.concatenate(ids) if ids else np.zeros(0, "S1"), return_counts=True)
+    return values[counts > 1]
 
 
 def _string_width(tform: str) -> int:
@@ -89,8 +117,9 @@ def _string_width(tform: str) -> int:
 
 
 def _merge_extension(files, extname: str, out_path: Path, header: dict,
-                     reporter: Reporter) -> int:
-    """Concatenate HDU `extname` of `files` into out_path; returns the row count."""
+                     reporter: Reporter, transform=None) -> int:
+    """Concatenate HDU `extname` of `files` into out_path, each chunk's rows (a dict of
+    columns) through `transform` if given; returns the row count."""
     headers = [fits.getheader(path, extname) for path in files]
     total = sum(h["NAXIS2"] for h in headers)
     first = Table.read(files[0], hdu=extname)
@@ -108,6 +137,7 @@ def _merge_extension(files, extname: str, out_path: Path, header: dict,
         for path in files:
             with fits.open(path, memmap=True) as hdul:
                 data = hdul[extname].data
-                writer.write({name: data[name] for name in dtype.names})
+                rows = {name: data[name] for name in dtype.names}
+                writer.write(transform(rows) if transform else rows)
                 advance(len(data))
     return total

@@ -18,11 +18,13 @@ import keras
 import numpy as np
 
 import specsr_keras
+from specsr_keras.export.signatures import SIGNATURES_FILE
 from specsr_keras.instruments import TARGET_GRID, get_instrument
 from specsr_keras.measure import direct_lowres_fit
 from specsr_keras.measure.columns import fit_columns
+from specsr_keras.measure.flags import QualityFlag
 from specsr_keras.measure.redshift import lsf_sigma_rows, redshift_guess
-from specsr_keras.physics import LINE_WAVELENGTHS, NII_DOUBLET_RATIO, SPEED_OF_LIGHT_KMS
+from specsr_keras.physics import LINE_REGION_A, LINE_WAVELENGTHS, NII_DOUBLET_RATIO, SPEED_OF_LIGHT_KMS
 from specsr_keras.schema import percentile_columns
 from specsr_keras.spectral.kernel import binned_gaussian
 
@@ -91,14 +93,23 @@ class BaselinePredictor:
     def __init__(self, instrument: str = DEFAULT_INSTRUMENT):
         self.instrument = get_instrument(instrument).name
 
+    def for_instrument(self, instrument: str) -> BaselinePredictor:
+        """The direct fit on `instrument`'s grid."""
+        return BaselinePredictor(instrument)
+
     def fit(self, batch) -> tuple[dict, np.ndarray]:
-        """(direct_lowres_fit output, flags (B,)) of a batch."""
+        """(direct_lowres_fit output, flags (B,)) of a batch; a row with no usable pixel over
+        Hα + [NII] (LINE_REGION_A at its z guess) is flagged LINE_NOT_COVERED and not fitted
+        (NaN: there is no measurement to report)."""
         edges = get_instrument(self.instrument).bin_edges
         flux = np.asarray(batch["lowres_flux"], np.float64)
         ivar = np.where(batch["lowres_mask"], 0.0, np.asarray(batch["lowres_ivar"], np.float64))
         lsf = lsf_sigma_rows(batch, self.instrument)
         z_guess, flags = redshift_guess(batch, self.instrument, lsf)
-        return direct_lowres_fit(edges, flux, ivar, lsf, z_guess), flags
+        lo, hi = (np.asarray(LINE_REGION_A)[:, None] * (1.0 + z_guess[None, :]))[:, :, None]
+        covered = ((edges[None, 1:] > lo) & (edges[None, :-1] < hi) & (ivar > 0)).any(axis=1)
+        flags = np.where(covered, flags, flags | QualityFlag.LINE_NOT_COVERED)
+        return direct_lowres_fit(edges, flux, np.where(covered[:, None], ivar, 0.0), lsf, z_guess), flags
 
     def predict(self, batch, *, samples=None, seed=0, save_spectra=False):
         fit, flags = self.fit(batch)
@@ -179,7 +190,8 @@ def _load_saved_model(model: str) -> Predictor:
 _LOADERS: dict[str, tuple[Callable[[str], bool], Callable[[str], Predictor]]] = {
     "generator": (lambda m: m.startswith("generator:"), _load_generator),
     "baseline": (_is_baseline, _load_baseline),
-    "saved_model": (lambda m: (Path(m) / "saved_model.pb").is_file(), _load_saved_model),
+    "saved_model": (lambda m: any((Path(m) / name).is_file() for name in ("saved_model.pb", SIGNATURES_FILE)),
+                    _load_saved_model),
     "keras_file": (lambda m: m.endswith(".keras") and Path(m).is_file(), _load_superres),
     "run_dir": (lambda m: (Path(m) / "models" / "superres.keras").is_file(), _load_superres),
 }

@@ -11,11 +11,13 @@ the chunk files into `results.fits` and `quarantine.fits` at the end.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -29,11 +31,13 @@ from specsr_keras.inference.manifest import (
     Manifest,
     chunk_path,
     clear_run,
+    file_checksum,
     input_fingerprint,
     remove_stale_temporaries,
 )
 from specsr_keras.inference.merge import RESULT_UNITS, merge_run
 from specsr_keras.inference.predictors import cached_predictor, empty_outputs, output_columns
+from specsr_keras.instruments import resolve_instrument_name
 from specsr_keras.reporting import Reporter
 
 __all__ = ["InferConfig", "InferSummary", "ChunkTask", "chunk_seed", "run_chunk", "run_inference"]
@@ -103,6 +107,7 @@ class InferSummary:
     reasons: dict = field(default_factory=dict)
     results: str | None = None
     quarantine: str | None = None
+    rows_duplicate_id: int = 0  # result rows whose object_id occurs more than once
 
 
 def chunk_seed(seed: int, index: int, batch: int = 0) -> int:
@@ -110,8 +115,10 @@ def chunk_seed(seed: int, index: int, batch: int = 0) -> int:
     return int(np.random.SeedSequence([seed, index, batch]).generate_state(1)[0])
 
 
-def run_chunk(task: ChunkTask) -> dict:
-    """Read, validate, predict and write one chunk; returns its manifest entry."""
+def run_chunk(task: ChunkTask, progress: Callable[[int], None] | None = None) -> dict:
+    """Read, validate, predict and write one chunk; returns its manifest entry.
+
+    progress(n): called after each predicted batch of n rows (in-process runs show it)."""
     started = time.perf_counter()
     marker = os.environ.get(KILL_WORKER_ONCE_ENV)
     if marker and task.index == 1 and not Path(marker).exists():
@@ -120,12 +127,9 @@ def run_chunk(task: ChunkTask) -> dict:
     config = task.config
     predictor = cached_predictor(task.model)
     raw = task.catalog.read(task.start, task.start + config.chunk_rows)
-    prepared = _prepare(raw, predictor)
-    batch = prepared.batch
-    predictions = _predict(predictor, batch, config, task.index)
-    predictions["flags"] = predictions["flags"] | batch["flags"]
+    batch, predictions, entries = _prepare_and_predict(raw, predictor, config, task.index, progress)
 
-    n_out, n_quarantined = len(batch["row"]), len(prepared.quarantine)
+    n_out, n_quarantined = len(batch["row"]), len(entries)
     n_in = n_out + n_quarantined
     if n_in != len(raw.row) + len(raw.rejects):  # every row read must be accounted for
         raise RuntimeError(f"chunk {task.index}: {n_in} rows accounted for, "
@@ -135,26 +139,84 @@ def run_chunk(task: ChunkTask) -> dict:
     for name, unit in RESULT_UNITS.items():
         if name in results.colnames:
             results[name].unit = unit
-    entries = prepared.quarantine
     reasons = [reason for _, _, reason in entries]
     quarantine = Table({"row": np.array([row for row, _, _ in entries], np.int64),
                         "object_id": np.array([oid for _, oid, _ in entries], dtype=str),
                         "reason": np.array(reasons, dtype=str)})
-    _write_chunk_file(chunk_path(task.run_dir, task.index), results, quarantine)
-    return {"index": task.index, "rows_in": n_in, "rows_out": n_out,
+    path = chunk_path(task.run_dir, task.index)
+    _write_chunk_file(path, results, quarantine)
+    return {"index": task.index, **file_checksum(path), "rows_in": n_in, "rows_out": n_out,
             "rows_quarantined": n_quarantined,
             "units": min(config.chunk_rows, task.catalog.n_units - task.start),
             "reasons": dict(Counter(reason.split(":")[0] for reason in reasons)),
             "seconds": round(time.perf_counter() - started, 3)}
 
 
-def _prepare(raw, predictor):
-    """Validated batch for the predictor's input modality (see predictor_modality)."""
+def _prepare_and_predict(raw, predictor, config: InferConfig, index: int, progress=None):
+    """(batch, predictions, quarantine) of a chunk's rows, in row order.
+
+    Spectra observed with another instrument than the predictor's are read on their own grid
+    by the predictor retargeted to that instrument (`for_instrument`: the model then applies
+    that instrument's LSF); a predictor that cannot be retargeted (a SavedModel's grid is fixed)
+    quarantines them (`other_instrument`) rather than treat them as its own instrument's.
+    Rows without a known instrument are read as the predictor's.
+    """
     if predictor_modality(predictor) == "image":
         from specsr_keras.inference.images import prepare_image_rows
 
-        return prepare_image_rows(raw, tuple(getattr(predictor, "image_shape", (64, 64, 4))))
-    return prepare_rows(raw, predictor.instrument)
+        prepared = prepare_image_rows(raw, tuple(getattr(predictor, "image_shape", (64, 64, 4))))
+        predictions = _predict(predictor, prepared.batch, config, index, progress=progress)
+        predictions["flags"] = predictions["flags"] | prepared.batch["flags"]
+        return prepared.batch, predictions, prepared.quarantine
+    quarantine, parts = [], []
+    for number, (target, positions) in enumerate(_instrument_groups(raw, predictor).items()):
+        part = raw.take(positions, keep_rejects=number == 0)
+        if isinstance(target, str):  # not servable: quarantined with the reason
+            quarantine += list(part.rejects) + [(int(r), str(o), target)
+                                                for r, o in zip(part.row, part.object_id, strict=True)]
+            continue
+        prepared = prepare_rows(part, target.instrument)
+        predictions = _predict(target, prepared.batch, config, index, 1000 * number, progress)
+        predictions["flags"] = predictions["flags"] | prepared.batch["flags"]
+        quarantine += prepared.quarantine
+        parts.append((prepared.batch, predictions))
+    if not parts:
+        parts.append((prepare_rows(raw.take([], keep_rejects=False), predictor.instrument).batch,
+                      empty_outputs(predictor, config.save_spectra)))
+    order = np.argsort(np.concatenate([batch["row"] for batch, _ in parts]), kind="stable")
+    batch = {key: np.concatenate([b[key] for b, _ in parts])[order] for key in ("row", "object_id")}
+    predictions = {key: np.concatenate([p[key] for _, p in parts])[order] for key in parts[0][1]}
+    return batch, predictions, sorted(quarantine, key=lambda entry: entry[0])
+
+
+def _instrument_groups(raw, predictor) -> dict:
+    """{predictor for the group, or the quarantine reason: positions of its rows}."""
+    groups, targets = {}, {}
+    for pos, name in enumerate(raw.instrument):
+        if name not in targets:
+            targets[name] = _target_predictor(predictor, str(name))
+        groups.setdefault(targets[name], []).append(pos)
+    return groups
+
+
+def _target_predictor(predictor, name: str):
+    """The predictor that reads spectra of instrument `name` on their grid, or why none can."""
+    try:
+        source = resolve_instrument_name(name) if name else predictor.instrument
+    except ValueError:
+        return predictor  # prepare_rows quarantines it as unknown_instrument
+    if source == predictor.instrument or not hasattr(predictor, "for_instrument"):
+        return predictor
+    try:
+        return _retargeted(predictor, source)
+    except ValueError:
+        return (f"other_instrument: observed with {source}; {predictor.model_id} reads "
+                f"{predictor.instrument} spectra only (use its Keras run or --model baseline)")
+
+
+@functools.lru_cache(maxsize=8)
+def _retargeted(predictor, instrument: str):
+    return predictor.for_instrument(instrument)
 
 
 def predictor_modality(predictor) -> str:
@@ -162,29 +224,41 @@ def predictor_modality(predictor) -> str:
     return getattr(predictor, "modality", "spectrum")
 
 
-def _predict(predictor, batch: dict, config: InferConfig, index: int) -> dict:
-    """Predictor outputs for all rows of a prepared chunk, in batches of config.batch."""
+def _predict(predictor, batch: dict, config: InferConfig, index: int, first_batch: int = 0,
+             progress=None) -> dict:
+    """Predictor outputs for all rows of a prepared chunk, in batches of config.batch
+    (numbered from first_batch for their seeds)."""
     columns = output_columns(predictor, config.save_spectra)
     n = len(batch["row"])
     pieces = []
-    for number, start in enumerate(range(0, n, config.batch)):
+    for number, start in enumerate(range(0, n, config.batch), start=first_batch):
         keys = getattr(predictor, "input_keys", PREDICTOR_INPUTS)
         part = {key: batch[key][start:start + config.batch] for key in keys}
         out = predictor.predict(part, samples=config.samples,
                                 seed=chunk_seed(config.seed, index, number),
                                 save_spectra=config.save_spectra)
         pieces.append({name: np.asarray(out[name]) for name in columns})
+        if progress is not None:
+            progress(min(config.batch, n - start))
     if not pieces:  # every row quarantined
         pieces.append(empty_outputs(predictor, config.save_spectra))
     return {name: np.concatenate([piece[name] for piece in pieces]) for name in columns}
 
 
 def _write_chunk_file(path: Path, results: Table, quarantine: Table) -> None:
+    for table in (results, quarantine):  # FITS text is ASCII: keep other characters as escapes
+        for name in ("object_id", "reason"):
+            if name in table.colnames:
+                table[name] = [text.encode("ascii", "backslashreplace").decode() for text in table[name]]
     hdus = fits.HDUList([fits.PrimaryHDU(), fits.table_to_hdu(results),
                          fits.table_to_hdu(quarantine)])
     hdus[1].name, hdus[2].name = "RESULTS", "QUARANTINE"
     tmp = atomic_path(path)
-    hdus.writeto(tmp, overwrite=True)
+    try:
+        hdus.writeto(tmp, overwrite=True)
+    except OSError as exc:  # e.g. disk full: no half-written file stays behind
+        tmp.unlink(missing_ok=True)
+        raise OSError(f"{path}: cannot write the chunk ({exc})") from None
     os.replace(tmp, path)
 
 
@@ -197,7 +271,8 @@ def run_inference(catalog_path, model: str, run_dir, config: InferConfig = Infer
     workers: start a local Dask cluster of that many single-threaded processes;
     scheduler: address of an existing Dask scheduler (tcp://host:port); neither: run in
     this process. A chunk whose worker dies is rerun elsewhere by the scheduler (up to its
-    allowed-failures, 3 by default); retries: reruns of a chunk that raised. overwrite:
+    allowed-failures, 3 by default); retries: reruns of a chunk that raised (not of a bad-input
+    ValueError, which fails the same way again and is raised at once). overwrite:
     delete an earlier run in run_dir first. Raises SpecsrInputError for an unusable
     catalog and ValueError when run_dir holds a run of another input/model/config.
     """
@@ -220,6 +295,10 @@ def run_inference(catalog_path, model: str, run_dir, config: InferConfig = Infer
     n_chunks = -(-catalog.n_units // config.chunk_rows)
     manifest = Manifest.open_or_create(run_dir, identity, n_chunks, catalog.n_units)
     remove_stale_temporaries(run_dir)
+    damaged = manifest.damaged_chunks()
+    for why in damaged.values():
+        reporter.info(f"recomputing a damaged chunk: {why}")
+    manifest.forget_chunks(damaged)
     skipped = set(manifest.done)
     tasks = [ChunkTask(catalog, model, config, str(run_dir), index)
              for index in range(n_chunks) if index not in skipped]
@@ -230,18 +309,28 @@ def run_inference(catalog_path, model: str, run_dir, config: InferConfig = Infer
     unit = "files" if catalog.kind == "files" else "rows"
     quarantined = 0
     with reporter.task(f"infer {Path(catalog.path).name} ({unit})", pending_units) as advance:
-        for finished, entry in enumerate(_execute(tasks, workers, scheduler, retries), start=1):
+        shown = 0  # rows of the running chunk already shown (in-process runs, tables)
+
+        def show_rows(n: int) -> None:
+            nonlocal shown
+            shown += n
+            advance(n, quarantined=quarantined)
+
+        in_chunk = show_rows if unit == "rows" else None
+        for finished, entry in enumerate(_execute(tasks, workers, scheduler, retries, in_chunk), start=1):
             if finished == kill_after:
                 os.kill(os.getpid(), signal.SIGKILL)
             manifest.record_chunk(entry)
             quarantined += entry["rows_quarantined"]
-            advance(entry["units"], quarantined=quarantined)
+            advance(entry["units"] - shown, quarantined=quarantined)
+            shown = 0
 
     summary = summarise(manifest, len(tasks), len(skipped), pending_units,
                         time.perf_counter() - started)
     if merge:
         merged = merge_run(run_dir, reporter=reporter)
         summary.results, summary.quarantine = merged["results"], merged["quarantine"]
+        summary.rows_duplicate_id = merged["rows_duplicate_id"]
     return summary
 
 
@@ -258,11 +347,11 @@ def resolved_samples(predictor, samples: int | None) -> int:
     return int(samples)
 
 
-def _execute(tasks, workers, scheduler, retries):
+def _execute(tasks, workers, scheduler, retries, progress=None):
     """Chunk summaries as chunks finish: in this process, or on a Dask cluster."""
     if not (workers or scheduler):
         for task in tasks:
-            yield run_chunk(task)
+            yield run_chunk(task, progress)
         return
     from distributed import Client, LocalCluster, as_completed
 
@@ -273,15 +362,27 @@ def _execute(tasks, workers, scheduler, retries):
     try:
         with Client(scheduler or cluster) as client:
             token = uuid.uuid4().hex[:8]
-            futures = [client.submit(run_chunk, task, retries=retries, pure=False,
+            futures = [client.submit(_run_chunk_or_input_error, task, retries=retries, pure=False,
                                      key=f"specsr-chunk-{token}-{task.index:06d}")
                        for task in tasks]
             for future in as_completed(futures):
-                yield future.result()
+                entry = future.result()
+                if "input_error" in entry:  # deterministic: reported once, never retried
+                    raise ValueError(entry["input_error"])
+                yield entry
                 future.release()
     finally:
         if cluster is not None:
             cluster.close()
+
+
+def _run_chunk_or_input_error(task: ChunkTask) -> dict:
+    """run_chunk on a Dask worker; a bad-input error (ValueError) comes back as
+    {"input_error": message} so that the scheduler does not retry what would fail again."""
+    try:
+        return run_chunk(task)
+    except ValueError as exc:
+        return {"input_error": str(exc)}
 
 
 def summarise(manifest: Manifest, chunks_run: int, chunks_skipped: int, units_run: int,

@@ -1,8 +1,9 @@
 """Quality flags of `specsr infer` results: one int bitmask per object (column `flags`).
 
 Bits 0-7 and 11 come from the predictor (fit, redshift and data quality), bits 8-10 from
-reading and validating the catalog row. A flagged row still has results; a row that cannot be used
-at all goes to the quarantine table instead.
+reading and validating the catalog row, bit 12 from the merge (the whole catalogue). A
+flagged row still has results; a row that cannot be used at all goes to the quarantine
+table instead. docs/scale-out.md has the table of flags and quarantine reasons.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class QualityFlag(enum.IntFlag):
     BAD_PIXELS_MASKED = 1 << 9  # NaN/inf flux or non-positive ivar pixels were masked
     Z_PRIOR_INVALID = 1 << 10  # the catalog z prior was inf or out of range: ignored
     LINE_NOT_COVERED = 1 << 11  # no unmasked pixel observes Hα + [NII]: the estimate is the prior alone
+    DUPLICATE_ID = 1 << 12  # another row of the catalogue has the same object_id
 
 
 def describe_flags() -> str:

@@ -36,6 +36,7 @@ from specsr_keras.models.diffusion import HiresSpectrumTask
 from specsr_keras.models.preprocess import masked_flux
 from specsr_keras.models.preprocessor import SpectrumPreprocessor, image_inputs
 from specsr_keras.models.samplers import LinearData, Sampler
+from specsr_keras.physics import LINE_REGION_A
 from specsr_keras.spectral.lines import measure_windows
 from specsr_keras.spectral.window import WINDOW_BINS
 
@@ -44,9 +45,6 @@ register = keras.saving.register_keras_serializable(package="specsr")
 MODALITIES = ("spectrum", "image", "amplitude", "mass")
 # Keep probabilities of each modality in training (the rest of the time it is "missing").
 DEFAULT_MODALITY_KEEP = {"spectrum": 0.5, "image": 0.7, "amplitude": 0.8, "mass": 0.5}
-# Rest wavelengths [Å] spanning [NII]6550, Hα and [NII]6585: a row without an observing pixel
-# here has no data on the lines (its result is the prior alone).
-LINE_REGION = (6540.0, 6595.0)
 # Scalar inputs are centred on these typical values before their projection.
 _LOG_MSTAR_CENTRE, _Z_CENTRE = 10.0, 1.4
 
@@ -272,7 +270,7 @@ class SuperResolver(HiresSpectrumTask):
             scale=inputs["scale"],
             reconstruction_chi2=ops.where(count > 0, chi2 / ops.maximum(count, 1.0), np.nan),
             observed_pixels=count,
-            line_pixels=observation.count_between(LINE_REGION[0], LINE_REGION[1]),
+            line_pixels=observation.count_between(*LINE_REGION_A),
         )
         return out
 

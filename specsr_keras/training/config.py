@@ -12,6 +12,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from specsr_keras.models.presets import PRESETS as MODEL_PRESETS
 from specsr_keras.models.samplers import parse_sampler_settings
 
 STAGES = ("autoencoders", "contrastive", "decoders")
@@ -79,12 +80,12 @@ def _toml_value(value) -> str:
     return repr(value)
 
 
-# Named presets: `quick` fits the CPU demo (~10 min on 2 cores), `default` is the ~2 h CPU
-# run behind the shipped model, `base` is for one GPU.
+# Named presets: `quick` is the CPU demo's training (~4 min on 2 cores), `default` is the
+# ~2 h CPU run behind the shipped model (all stages), `base` is for one GPU.
 PRESETS: dict[str, dict] = {
     # Both: the posterior sampler measured best on the validation set (benchmarks/README.md):
     # the spectrum-conditioned denoiser, corrected toward the observed pixels at every step.
-    "quick": {"autoencoder_steps": 100, "contrastive_steps": 100, "superres_steps": 400, "val_examples": 64,
+    "quick": {"autoencoder_steps": 60, "contrastive_steps": 60, "superres_steps": 300, "val_examples": 64,
               "sampler": "amortised=true,eta=1,posterior_draws=true"},
     "default": {
         # Data from `make shipped-data` (simulator 2.0.0, seeds 31-35, S/N-stratified, instrument mix).
@@ -122,25 +123,80 @@ PRESETS: dict[str, dict] = {
 }
 
 
+# Allowed range of each numeric field: (lowest, highest, whether the lowest is allowed).
+RANGES: dict[str, tuple[float, float | None, bool]] = {
+    "val_fraction": (0.0, 1.0, True), "seed": (0, None, True), "batch_size": (1, None, True),
+    "learning_rate": (0.0, None, False), "warmup_steps": (0, None, True),
+    "weight_decay": (0.0, None, True), "ema_momentum": (0.0, 1.0, True),
+    "autoencoder_steps": (0, None, True), "contrastive_steps": (0, None, True),
+    "superres_steps": (0, None, True), "checkpoint_every": (1, None, True),
+    "val_examples": (0, None, True), "val_ddim_steps": (1, None, True), "val_samples": (1, None, True),
+    "devices": (0, None, True),
+}
+_TYPE_NAMES = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false"}
+
+
+def _checked(key: str, value, origin: str):
+    """`value` of field `key` converted to its type and range-checked; ValueError naming
+    `origin` (the config file or "command line") and the key otherwise."""
+    kind = {f.name: f.type for f in dataclasses.fields(TrainConfig)}[key]
+    accepted = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,)}[kind]
+    if not isinstance(value, accepted) or (kind != "bool" and isinstance(value, bool)):
+        raise ValueError(f"{origin}: {key} = {value!r}: expected {_TYPE_NAMES[kind]}")
+    value = float(value) if kind == "float" else value
+    low, high, low_ok = RANGES.get(key, (None, None, True))
+    if low is not None and (value < low or (value == low and not low_ok) or
+                            (high is not None and value >= high)):
+        bounds = f"{'>=' if low_ok else '>'} {low}" + (f" and < {high}" if high is not None else "")
+        raise ValueError(f"{origin}: {key} = {value!r}: must be {bounds}")
+    if key == "model_preset" and value not in MODEL_PRESETS:
+        raise ValueError(f"{origin}: model_preset = {value!r}: choose from {sorted(MODEL_PRESETS)}")
+    return value
+
+
+def _load_toml(config_file) -> dict:
+    try:
+        with open(config_file, "rb") as handle:
+            return tomllib.load(handle)
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{config_file}: not valid TOML ({exc})") from None
+
+
+def run_config(run_dir: str | Path, preset: str = "quick", config_file: str | Path | None = None, *,
+               resume: bool = True, **overrides) -> TrainConfig:
+    """The config of a run: a run directory that holds a `config.toml` resumes with it (a
+    config file and explicit overrides still apply on top), a new run starts from `preset`."""
+    saved = Path(run_dir) / "config.toml"
+    return resolve_config(preset, saved if resume and saved.exists() else None, config_file, **overrides)
+
+
 def field_names() -> list[str]:
     return [f.name for f in dataclasses.fields(TrainConfig) if f.name != "extra"]
 
 
-def resolve_config(preset: str = "quick", config_file: str | Path | None = None, **overrides) -> TrainConfig:
-    """Preset, then config file, then explicit overrides (None means "not given")."""
+def resolve_config(preset: str = "quick", *config_files: str | Path | None, **overrides) -> TrainConfig:
+    """Preset, then each config file in order, then explicit overrides (None means "not given").
+
+    Every value is checked for type and range where it comes from (ValueError naming the
+    file or the command line, and the key) before anything is trained.
+    """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
     values = dict(PRESETS[preset])
-    if config_file is not None:
-        with open(config_file, "rb") as handle:
-            loaded = tomllib.load(handle)
-        unknown = sorted(set(loaded) - set(field_names()))
+    sources = [(str(config_file), _load_toml(config_file)) for config_file in filter(None, config_files)]
+    sources.append(("command line", {k: v for k, v in overrides.items() if v is not None}))
+    for origin, given in sources:
+        unknown = sorted(set(given) - set(field_names()))
         if unknown:
-            raise ValueError(f"{config_file}: unknown key(s) {unknown}")
-        values.update(loaded)
-    values.update({k: v for k, v in overrides.items() if v is not None})
+            raise ValueError(f"{origin}: unknown key(s) {unknown}")
+        values.update({key: _checked(key, value, origin) for key, value in given.items()})
     config = TrainConfig(**values)
-    config.stage_list()
-    config.init_stage_list()
-    parse_sampler_settings(config.sampler)
+    for key, text, check in (("stages", config.stages, config.stage_list),
+                             ("init_stages", config.init_stages, config.init_stage_list),
+                             ("sampler", config.sampler, lambda: parse_sampler_settings(config.sampler))):
+        try:
+            check()
+        except ValueError as exc:
+            origin = next((o for o, given in reversed(sources) if key in given), f"preset {preset}")
+            raise ValueError(f"{origin}: {key} = {text!r}: {exc}") from None
     return config
