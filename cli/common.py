@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import sys
 
 import typer
 from rich.console import Console
@@ -37,6 +38,19 @@ def reporter(unit: str = "it"):
 
     if console.is_terminal:
         return RichReporter(console, unit=unit)
-    if not logging.getLogger().handlers:
-        logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s %(message)s", level=logging.INFO)
-    return LogReporter(unit=unit)
+    logger = logging.getLogger("specsr")
+    if not logger.handlers:
+        handler = _CurrentStderrHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s specsr %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return LogReporter(unit=unit, logger=logger)
+
+
+class _CurrentStderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time of each record (redirections included)."""
+
+    def emit(self, record):
+        self.stream = sys.stderr
+        super().emit(record)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import specsr_keras
 from specsr_keras.data.shards import read_manifest
-from specsr_keras.evaluation.crossmodal import CrossModalInputs, anomaly_inputs, crossmodal_metrics
+from specsr_keras.evaluation.crossmodal import CrossModalInputs, anomaly_by_class, anomaly_inputs, crossmodal_metrics
 from specsr_keras.evaluation.domain_gap import DOMAIN_GAP_MAX_EXAMPLES, domain_gap
 from specsr_keras.evaluation.domain_gap import STATISTICS as DOMAIN_GAP_STATISTICS
 from specsr_keras.evaluation.heldout import HeldOutSet, run_held_out_set
@@ -29,6 +29,8 @@ __all__ = ["CrossModalInputs", "HEADLINE_INSTRUMENT", "HeldOutSet", "domain_gap_
 
 # The model's column scoring how badly it explains a spectrum (the first a predictor has).
 ANOMALY_SCORE_COLUMNS = ("reconstruction_chi2", "fit_chi2_dof", "sample_spread")
+# Every anomaly column measured per class (anomaly_by_class), with the broad-line test's FPR.
+CLASS_SCORE_COLUMNS = ("broad_line_dchi2", *ANOMALY_SCORE_COLUMNS)
 # The flat metrics describe this instrument's set (the first set if none is Euclid-like).
 HEADLINE_INSTRUMENT = "euclid_nisp_red"
 
@@ -68,6 +70,10 @@ def evaluate(model: str, data_dirs, out_dir, *, max_examples: int | None = None,
     model_scores = score if headline.line_truth else None
     bins = {s.name: set_metrics(s.truth, s.estimates) for s in sets}
     extra = crossmodal_metrics(crossmodal, headline.truth, model_scores)
+    if headline.line_truth:
+        extra["anomaly_by_class"] = anomaly_by_class(
+            {name: specsr[name] for name in CLASS_SCORE_COLUMNS if name in specsr}, headline.truth,
+            specsr.get("broad_line_p"))
     gaps = domain_gap_metrics(reference, [s for s in sets if s.provenance["kind"] == "real"],
                               Path(out_dir), max_examples, reporter)
     metrics = {

@@ -13,7 +13,7 @@ from scipy.stats import rankdata
 
 from specsr_keras.evaluation.metrics import nmad
 
-__all__ = ["CrossModalInputs", "anomaly_auroc", "anomaly_inputs", "crossmodal_metrics",
+__all__ = ["CrossModalInputs", "anomaly_auroc", "anomaly_by_class", "anomaly_inputs", "crossmodal_metrics",
            "generation_metrics", "knn_r2", "retrieval_top_k", "roc_curve"]
 
 # Catastrophic redshift outlier: |Δz| / (1 + z) above this.
@@ -106,14 +106,15 @@ def roc_curve(scores, labels) -> dict[str, np.ndarray]:
 
 
 def anomaly_auroc(scores, labels, fpr: float = ANOMALY_FPR) -> dict:
-    """AUROC (Mann-Whitney, ties half) and precision at `fpr` of finite scores.
+    """AUROC (Mann-Whitney, ties half), precision and recall at `fpr` of finite scores.
 
-    Returns {"n", "n_anomalous", "auroc", "precision_at_1pct_fpr"}; NaN without both classes.
+    Returns {"n", "n_anomalous", "auroc", "precision_at_1pct_fpr", "recall_at_1pct_fpr"};
+    NaN without both classes.
     """
     scores, labels = _finite_scores(scores, labels)
     n_pos, n_neg = int(labels.sum()), int((~labels).sum())
     out = {"n": int(scores.size), "n_anomalous": n_pos, "auroc": float("nan"),
-           "precision_at_1pct_fpr": float("nan")}
+           "precision_at_1pct_fpr": float("nan"), "recall_at_1pct_fpr": float("nan")}
     if n_pos == 0 or n_neg == 0:
         return out
     ranks = rankdata(scores)
@@ -122,6 +123,32 @@ def anomaly_auroc(scores, labels, fpr: float = ANOMALY_FPR) -> dict:
     point = np.flatnonzero(roc["fpr"] <= fpr)[-1]
     flagged = roc["tp"][point] + roc["fp"][point]
     out["precision_at_1pct_fpr"] = float(roc["tp"][point] / flagged) if flagged else float("nan")
+    out["recall_at_1pct_fpr"] = float(roc["tpr"][point])
+    return out
+
+
+def anomaly_classes(truth: dict) -> dict[str, np.ndarray]:
+    """Simulated anomaly classes (bool (N,) each), every one scored against the normal
+    galaxies (no AGN, no broad component, no contamination)."""
+    agn, broad, contaminated = (np.asarray(truth[k], bool) for k in ("is_agn", "has_broad", "is_contaminated"))
+    return {"broad-line AGN": agn, "outflow (broad wing)": broad & ~agn,
+            "contamination": contaminated & ~broad & ~agn, "normal": ~(agn | broad | contaminated)}
+
+
+def anomaly_by_class(scores: dict[str, np.ndarray], truth: dict, p_values=None) -> dict:
+    """{score name: {class: anomaly_auroc of that class vs the normal galaxies}}, plus, with
+    p_values (a false-positive-rate column such as broad_line_p), "calibration": the share
+    of normal galaxies and of each class at p < ANOMALY_FPR (the first should be <= it)."""
+    classes = anomaly_classes(truth)
+    normal = classes.pop("normal")
+    out = {name: {label: anomaly_auroc(np.asarray(score)[members | normal], members[members | normal])
+                  for label, members in classes.items()}
+           for name, score in scores.items()}
+    if p_values is not None:
+        flagged = np.asarray(p_values) < ANOMALY_FPR
+        out["calibration"] = {"normal": float(flagged[normal].mean()) if normal.any() else float("nan"),
+                              **{label: float(flagged[m].mean()) if m.any() else float("nan")
+                                 for label, m in classes.items()}}
     return out
 
 

@@ -311,6 +311,21 @@ def _crossmodal_blocks(extra: dict, roc_figure) -> list[tuple]:
                          format_number(anomaly["auroc"]), format_number(anomaly["precision_at_1pct_fpr"])]]))
     else:
         blocks.append(missing("anomaly scores"))
+    by_class = extra.get("anomaly_by_class")
+    if by_class:
+        calibration = by_class.get("calibration", {})
+        scores = [name for name in by_class if name != "calibration"]
+        labels = list(next(iter(by_class[name] for name in scores)).keys()) if scores else []
+        blocks.append(("table", ["score", *[f"{label}: AUROC / recall at 1 % FPR (N)" for label in labels]],
+                       [[name, *[f"{format_number(by_class[name][label]['auroc'])} / "
+                                 f"{format_number(by_class[name][label]['recall_at_1pct_fpr'], '.2f')} "
+                                 f"({by_class[name][label]['n_anomalous']})" for label in labels]]
+                        for name in scores]))
+        if calibration:
+            blocks.append(("text", "Share flagged at broad_line_p < 0.01 (the test's false-positive "
+                           "rate bound; normal galaxies should stay at or below 0.01): "
+                           + ", ".join(f"{label} {format_number(value, '.3f')}"
+                                       for label, value in calibration.items())))
     if roc_figure:
         blocks.append(("figure", roc_figure, "ROC of the anomaly score."))
     return blocks

@@ -21,6 +21,7 @@ import specsr_keras
 from specsr_keras.export.signatures import SIGNATURES_FILE
 from specsr_keras.instruments import TARGET_GRID, get_instrument
 from specsr_keras.measure import direct_lowres_fit
+from specsr_keras.measure.broadline import BROAD_LINE_COLUMNS, broad_line_columns
 from specsr_keras.measure.columns import fit_columns
 from specsr_keras.measure.flags import QualityFlag
 from specsr_keras.measure.redshift import lsf_sigma_rows, redshift_guess
@@ -79,14 +80,15 @@ class BaselinePredictor:
     NaN; `direct_lowres_fit` then uses each row's instrument LSF (source size from
     `source_sigma_arcsec`, else the instrument's reference size). Percentiles are the
     fit's Gaussian errors (`measure.fit_columns`); `fit_chi2_dof` is its reduced chi2
-    (NaN when the fit failed). sr_mean is the fitted model (lines + flat continuum) on
+    (NaN when the fit failed); `broad_line_*` test for a broad Hα at the fitted z
+    (`measure.broadline`). sr_mean is the fitted model (lines + flat continuum) on
     TARGET_GRID at R = 3600; sr_std propagates the line-flux errors only. Deterministic:
     `samples` and `seed` are ignored.
     """
 
     model_id = "baseline"
     kind = "fit"
-    score_columns = ("fit_chi2_dof",)
+    score_columns = ("fit_chi2_dof", *BROAD_LINE_COLUMNS)
     samples = 1
     version = specsr_keras.__version__
 
@@ -113,7 +115,7 @@ class BaselinePredictor:
 
     def predict(self, batch, *, samples=None, seed=0, save_spectra=False):
         fit, flags = self.fit(batch)
-        out = fit_columns(fit, flags)
+        out = fit_columns(fit, flags) | broad_line_columns(batch, fit["z"], self.instrument)
         if save_spectra:
             out["sr_mean"], out["sr_std"] = target_grid_model(fit)
         return out

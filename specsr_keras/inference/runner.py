@@ -40,7 +40,7 @@ from specsr_keras.inference.predictors import cached_predictor, empty_outputs, o
 from specsr_keras.instruments import resolve_instrument_name
 from specsr_keras.reporting import Reporter
 
-__all__ = ["InferConfig", "InferSummary", "ChunkTask", "chunk_seed", "run_chunk", "run_inference"]
+__all__ = ["InferConfig", "InferSummary", "ChunkTask", "chunk_seed", "predict_rows", "run_chunk", "run_inference"]
 
 # Test hooks. Kill the driver with SIGKILL after this many chunks were written (their files
 # in place, the manifest not yet updated): the worst moment for a crash.
@@ -127,22 +127,10 @@ def run_chunk(task: ChunkTask, progress: Callable[[int], None] | None = None) ->
     config = task.config
     predictor = cached_predictor(task.model)
     raw = task.catalog.read(task.start, task.start + config.chunk_rows)
-    batch, predictions, entries = _prepare_and_predict(raw, predictor, config, task.index, progress)
-
-    n_out, n_quarantined = len(batch["row"]), len(entries)
+    results, quarantine = predict_rows(raw, predictor, config, task.index, progress)
+    n_out, n_quarantined = len(results), len(quarantine)
     n_in = n_out + n_quarantined
-    if n_in != len(raw.row) + len(raw.rejects):  # every row read must be accounted for
-        raise RuntimeError(f"chunk {task.index}: {n_in} rows accounted for, "
-                           f"{len(raw.row) + len(raw.rejects)} read")
-    results = Table({"object_id": batch["object_id"].astype(str), "row": batch["row"],
-                     **predictions})
-    for name, unit in RESULT_UNITS.items():
-        if name in results.colnames:
-            results[name].unit = unit
-    reasons = [reason for _, _, reason in entries]
-    quarantine = Table({"row": np.array([row for row, _, _ in entries], np.int64),
-                        "object_id": np.array([oid for _, oid, _ in entries], dtype=str),
-                        "reason": np.array(reasons, dtype=str)})
+    reasons = list(quarantine["reason"])
     path = chunk_path(task.run_dir, task.index)
     _write_chunk_file(path, results, quarantine)
     return {"index": task.index, **file_checksum(path), "rows_in": n_in, "rows_out": n_out,
@@ -150,6 +138,26 @@ def run_chunk(task: ChunkTask, progress: Callable[[int], None] | None = None) ->
             "units": min(config.chunk_rows, task.catalog.n_units - task.start),
             "reasons": dict(Counter(reason.split(":")[0] for reason in reasons)),
             "seconds": round(time.perf_counter() - started, 3)}
+
+
+def predict_rows(raw, predictor, config: InferConfig, index: int = 0, progress=None) -> tuple[Table, Table]:
+    """(results, quarantine) astropy Tables of raw rows: every row in exactly one of them.
+
+    results: object_id, row, the predictor's columns (with units) and flags; quarantine: row,
+    object_id, reason. index: the chunk number (it seeds the sampling with config.seed).
+    """
+    batch, predictions, entries = _prepare_and_predict(raw, predictor, config, index, progress)
+    if len(batch["row"]) + len(entries) != len(raw.row) + len(raw.rejects):  # no row may be lost
+        raise RuntimeError(f"chunk {index}: {len(batch['row']) + len(entries)} rows accounted for, "
+                           f"{len(raw.row) + len(raw.rejects)} read")
+    results = Table({"object_id": batch["object_id"].astype(str), "row": batch["row"], **predictions})
+    for name, unit in RESULT_UNITS.items():
+        if name in results.colnames:
+            results[name].unit = unit
+    quarantine = Table({"row": np.array([row for row, _, _ in entries], np.int64),
+                        "object_id": np.array([oid for _, oid, _ in entries], dtype=str),
+                        "reason": np.array([reason for _, _, reason in entries], dtype=str)})
+    return results, quarantine
 
 
 def _prepare_and_predict(raw, predictor, config: InferConfig, index: int, progress=None):
