@@ -7,7 +7,7 @@ DEMO := demo
 NICE := nice -n 5
 export TF_CPP_MIN_LOG_LEVEL := 3
 export MPLBACKEND := Agg
-# JAX trains ~1.4x faster than TensorFlow on this CPU; export switches to TF by itself.
+# Either backend trains (benchmarks/results/train.json times both); export switches to TF by itself.
 export KERAS_BACKEND ?= jax
 
 .PHONY: demo test contracts test-tf test-jax bench lint demo-clean venv shipped-data shipped-model

@@ -55,7 +55,9 @@ def _batched(function, arrays: tuple, batch: int, dim: int) -> np.ndarray:
 
 def embed_images(images, run_dir, *, batch: int = 256) -> np.ndarray:
     """Unit embeddings (N, D) of raw image cutouts (N, 64, 64, 4) [nJy / pixel]."""
-    from specsr_keras.models.preprocess import normalise_image
+    from keras import ops
+
+    from specsr_keras.models.preprocess import image_level, normalise_image
 
     aligner = load_aligner(run_dir)
     images = np.asarray(images, np.float32)
@@ -63,7 +65,7 @@ def embed_images(images, run_dir, *, batch: int = 256) -> np.ndarray:
     if images.ndim != 4 or images.shape[1:] != expected:
         raise ValueError(f"images must have shape (N, {', '.join(map(str, expected))}), "
                          f"got {images.shape}")
-    return _batched(lambda x: aligner.embed_image(normalise_image(x)), (images,), batch,
+    return _batched(lambda x: aligner.embed_image(normalise_image(x), ops.log10(image_level(x))), (images,), batch,
                     aligner.embedding_dim)
 
 
@@ -87,5 +89,5 @@ def embed_spectra(flux, ivar, mask, instrument, run_dir, *, instrument_id=None,
     inputs = lowres_inputs(flux, np.asarray(ivar, np.float32), mask, grid,
                            np.zeros(len(flux)))
     ids = inputs["instrument"] if instrument_id is None else np.asarray(instrument_id, np.int32)
-    return _batched(aligner.embed_spectrum, (inputs["lowres"], inputs["lowres_weight"], ids),
+    return _batched(aligner.embed_spectrum, (inputs["lowres"], inputs["lowres_weight"], ids, inputs["log_scale"]),
                     batch, aligner.embedding_dim)

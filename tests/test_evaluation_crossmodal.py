@@ -58,3 +58,16 @@ def test_generation_metrics_count_outliers_and_nan_as_outliers():
     assert out["outlier_fraction"] == pytest.approx(0.3)
     assert out["z_nmad"] == 0.0
     assert out["n"] == 10
+
+
+def test_probes_read_a_quantity_from_an_informative_space_and_not_from_noise():
+    from specsr_keras.evaluation.crossmodal import linear_r2, pooled_retrieval, probe_metrics
+
+    rng = np.random.default_rng(3)
+    z, mass = rng.uniform(0.8, 1.8, 600), rng.normal(10, 0.5, 600)
+    informative = np.c_[z, mass, rng.normal(size=(600, 6)) * 0.01]
+    assert linear_r2(informative, z) > 0.98 and abs(linear_r2(rng.normal(size=(600, 8)), z)) < 0.05
+    probes = probe_metrics({"spectrum": informative}, {"z": z, "log_mstar": mass, "n2": np.full(600, np.nan)})
+    assert set(probes["spectrum"]) == {"z", "log_mstar"} and probes["spectrum"]["log_mstar"]["linear"] > 0.98
+    pooled = pooled_retrieval(informative, informative + 1e-4 * rng.normal(size=informative.shape), 256)
+    assert pooled["pools"] == 2 and pooled["top1"] > 0.9

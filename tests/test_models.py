@@ -383,3 +383,30 @@ def test_logit_scale_starts_like_clip_and_is_clipped(micro_models):
     aligner.log_logit_scale.assign(10.0)
     assert float(aligner.logit_scale()) == pytest.approx(100.0, rel=1e-5)
     aligner.log_logit_scale.assign(saved)
+
+
+def test_random_dihedral_turns_each_image_into_one_of_its_eight_symmetries():
+    from specsr_keras.models.contrastive import RandomDihedral
+
+    images = np.random.default_rng(0).normal(size=(64, 6, 6, 2)).astype("float32")
+    layer = RandomDihedral(seed=1)
+    np.testing.assert_array_equal(ops.convert_to_numpy(layer(images, training=False)), images)
+    out = ops.convert_to_numpy(layer(images, training=True))
+    seen = set()
+    for image, turned in zip(images, out, strict=True):
+        matches = [k for k, (rot, flip) in enumerate((r, f) for r in range(4) for f in (False, True))
+                   if np.array_equal(np.rot90(image[:, ::-1] if flip else image, rot), turned)]
+        assert matches, "not a symmetry of the input"
+        seen.add(matches[0])
+    assert len(seen) >= 6  # drawn per image, not once per batch
+
+
+def test_the_shared_space_reads_the_amplitudes(micro_models, batch):
+    aligner = micro_models["aligner"]
+    assert aligner.amplitude and aligner.augment
+    faint, bright = (ops.convert_to_numpy(x) for x in (
+        aligner.embed_image(batch["image"], batch["log_image_amplitude"]),
+        aligner.embed_image(batch["image"], batch["log_image_amplitude"] + 1.0)))
+    assert np.abs(faint - bright).max() > 1e-3  # a brighter galaxy is elsewhere in the space
+    embedder = aligner.spectrum_embedder()
+    assert "log_amplitude" in embedder.input

@@ -11,7 +11,8 @@ its median and MAD: z = (x - median) / (1.4826 MAD)):
 `score` = mean of the available standardised components (objects in only one index get
 the components they have); `percentile` = share of the sample scoring at most as high,
 the calibration on the (mostly normal) sample itself. The diffusion reconstruction term
-of the design is not part of this score (see `specsr infer`'s anomaly_score).
+of the design is not part of this score (see `specsr infer`'s reconstruction_chi2 and
+broad_line_* columns).
 """
 
 from __future__ import annotations

@@ -197,7 +197,7 @@ def flat_metrics(headline: dict, extra: dict) -> dict:
         "z_bias_lowres_fit": get(z, "lowres_fit", "bias"),
         "coverage_68": get(headline["coverage"]["n2"], "specsr", "68"),
         "coverage_95": get(headline["coverage"]["n2"], "specsr", "95"),
-        "retrieval_top1": (extra["retrieval"] or {}).get("image_to_spectrum", {}).get("top1"),
+        "retrieval_top1": (extra["retrieval"] or {}).get("image_to_spectrum (pools of 256)", {}).get("top1"),
         "image_z_r2": knn.get("image"),
         "spectrum_z_r2": knn.get("spectrum"),
         "gen_z_nmad": (extra["generation"] or {}).get("z_nmad"),

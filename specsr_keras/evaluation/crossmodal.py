@@ -14,7 +14,8 @@ from scipy.stats import rankdata
 from specsr_keras.evaluation.metrics import nmad
 
 __all__ = ["CrossModalInputs", "anomaly_auroc", "anomaly_by_class", "anomaly_inputs", "crossmodal_metrics",
-           "generation_metrics", "knn_r2", "retrieval_top_k", "roc_curve"]
+           "generation_metrics", "knn_r2", "linear_r2", "pooled_retrieval", "probe_metrics", "retrieval_top_k",
+           "roc_curve"]
 
 # Catastrophic redshift outlier: |Δz| / (1 + z) above this.
 OUTLIER_DZ = 0.15
@@ -28,7 +29,7 @@ class CrossModalInputs:
 
     image_embeddings, spectrum_embeddings: (N, D) shared-space embeddings;
     generated_z: (N,) redshifts measured on spectra generated from images;
-    anomaly_scores: (N,) (higher = more anomalous; default: the model's anomaly_score);
+    anomaly_scores: (N,) (higher = more anomalous; default: the model's score column);
     anomaly_labels: (N,) bool (default: truth is_agn | has_broad | is_contaminated).
     """
 
@@ -84,6 +85,53 @@ def knn_r2(embeddings, target, k: int = 16, folds: int = 5, seed: int = 0) -> fl
         _, index = neighbours.kneighbors(x[test])
         predicted[test] = y[train][index].mean(axis=1)
     return float(1.0 - np.sum((y - predicted) ** 2) / np.sum((y - y.mean()) ** 2))
+
+
+def linear_r2(embeddings, target, folds: int = 5, seed: int = 0, ridge: float = 1e-3) -> float:
+    """Out-of-fold R² of a ridge-regularised linear probe (with intercept) of target."""
+    x, y = np.asarray(embeddings, np.float64), np.asarray(target, np.float64)
+    good = np.isfinite(y) & np.all(np.isfinite(x), axis=1)
+    x, y = np.c_[x[good], np.ones(good.sum())], y[good]
+    if len(y) < folds * 2:
+        return float("nan")
+    fold = np.random.default_rng(seed).permutation(len(y)) % folds
+    predicted = np.empty_like(y)
+    for f in range(folds):
+        train = fold != f
+        gram = x[train].T @ x[train] + ridge * len(y) * np.eye(x.shape[1])
+        predicted[~train] = x[~train] @ np.linalg.solve(gram, x[train].T @ y[train])
+    return float(1.0 - np.sum((y - predicted) ** 2) / np.sum((y - y.mean()) ** 2))
+
+
+# What the shared space is probed for (truth columns), and retrieval pool sizes.
+PROBE_QUANTITIES = ("z", "log_mstar", "log_sfr", "n2", "is_agn")
+RETRIEVAL_POOLS = (256, 1000)
+
+
+def probe_metrics(embeddings: dict[str, np.ndarray], truth: dict) -> dict:
+    """{modality: {quantity: {"knn": R², "linear": R²}}} of out-of-fold probes (is_agn: the
+    R² of the 0/1 flag, i.e. a Brier skill score); quantities absent from truth are skipped."""
+    out = {}
+    for modality, values in embeddings.items():
+        out[modality] = {}
+        for quantity in PROBE_QUANTITIES:
+            if quantity not in truth or not np.isfinite(np.asarray(truth[quantity], float)).any():
+                continue
+            target = np.asarray(truth[quantity], np.float64)
+            out[modality][quantity] = {"knn": knn_r2(values, target), "linear": linear_r2(values, target)}
+    return out
+
+
+def pooled_retrieval(emb_a, emb_b, pool: int) -> dict[str, float]:
+    """retrieval_top_k averaged over consecutive pools of `pool` objects (chance 1/pool);
+    a set smaller than one pool is one pool ("pool_size" says how large, "pools" how many)."""
+    n = len(emb_a)
+    pool = min(pool, n)
+    parts = [retrieval_top_k(emb_a[i:i + pool], emb_b[i:i + pool]) for i in range(0, n - pool + 1, pool)] if n else []
+    if not parts:
+        return {"top1": float("nan"), "top5": float("nan"), "pools": 0, "pool_size": 0}
+    return {"top1": float(np.mean([p["top1"] for p in parts])), "top5": float(np.mean([p["top5"] for p in parts])),
+            "pools": len(parts), "pool_size": pool}
 
 
 def _finite_scores(scores, labels):
@@ -175,7 +223,7 @@ def anomaly_inputs(inputs: CrossModalInputs, truth: dict, model_scores):
     labels = inputs.anomaly_labels
     if labels is None:
         labels = truth["is_agn"] | truth["has_broad"] | truth["is_contaminated"]
-    source = "given" if inputs.anomaly_scores is not None else "model anomaly_score"
+    source = "given" if inputs.anomaly_scores is not None else "model score column"
     return scores, labels, source
 
 
@@ -183,16 +231,18 @@ def crossmodal_metrics(inputs: CrossModalInputs, truth: dict, model_scores) -> d
     """Every cross-modal metric whose inputs exist (None for the others).
 
     truth: the headline set's truth columns (z, is_agn, has_broad, is_contaminated);
-    model_scores: the model's anomaly_score (see anomaly_inputs).
+    model_scores: the model's score column (see anomaly_inputs).
     """
     image, spectrum = inputs.image_embeddings, inputs.spectrum_embeddings
-    out = {"retrieval": None, "knn_r2": None, "generation": None, "anomaly": None}
+    out = {"retrieval": None, "knn_r2": None, "probes": None, "generation": None, "anomaly": None}
     if image is not None and spectrum is not None:
-        out["retrieval"] = {"image_to_spectrum": retrieval_top_k(image, spectrum),
-                            "spectrum_to_image": retrieval_top_k(spectrum, image)}
-    knn = {name: knn_r2(emb, truth["z"]) for name, emb in (("image", image), ("spectrum", spectrum))
-           if emb is not None}
-    out["knn_r2"] = knn or None
+        out["retrieval"] = {f"{direction} (pools of {pool})": pooled_retrieval(a, b, pool)
+                            for pool in RETRIEVAL_POOLS
+                            for direction, a, b in (("image_to_spectrum", image, spectrum),
+                                                    ("spectrum_to_image", spectrum, image))}
+    given = {name: emb for name, emb in (("image", image), ("spectrum", spectrum)) if emb is not None}
+    out["knn_r2"] = {name: knn_r2(emb, truth["z"]) for name, emb in given.items()} or None
+    out["probes"] = probe_metrics(given, truth) if given else None
     if inputs.generated_z is not None:
         out["generation"] = generation_metrics(inputs.generated_z, truth["z"])
     anomaly = anomaly_inputs(inputs, truth, model_scores)

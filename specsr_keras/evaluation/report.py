@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from specsr_keras.evaluation import plots
+from specsr_keras.evaluation.crossmodal import PROBE_QUANTITIES
 from specsr_keras.evaluation.metrics import ERROR_METHODS, HEADLINE_MIN_SNR
 from specsr_keras.evaluation.plots import MARTENS_DZ, MARTENS_N2, METHOD_LABELS
 from specsr_keras.reporting import Reporter
@@ -288,11 +289,16 @@ def _crossmodal_blocks(extra: dict, roc_figure) -> list[tuple]:
         blocks.append(("table", ["direction", "top-1", "top-5"], rows))
     else:
         blocks.append(missing("image and spectrum embeddings"))
-    blocks.append(("heading", 3,
-                   "Zero-shot kNN redshift R² (AstroCLIP: 0.79 image, 0.99 spectrum)"))
-    if extra["knn_r2"]:
-        blocks.append(("table", ["embedding", "R²"],
-                       [[k, format_number(v)] for k, v in extra["knn_r2"].items()]))
+    blocks.append(("heading", 3, "What the shared space knows: out-of-fold probe R² (kNN / linear)"))
+    probes = extra.get("probes")
+    if probes:
+        quantities = sorted({q for per in probes.values() for q in per}, key=PROBE_QUANTITIES.index)
+        blocks.append(("table", ["embedding", *quantities],
+                       [[modality, *[f"{format_number(per[q]['knn'])} / {format_number(per[q]['linear'])}"
+                                     if q in per else "—" for q in quantities]]
+                        for modality, per in probes.items()]))
+        blocks.append(("text", "z, log M* [dex], log SFR [dex], N2 [dex]; is_agn: R² of the 0/1 flag. "
+                       "AstroCLIP (real DESI data) reaches kNN z R² 0.79 from images, 0.99 from spectra."))
     else:
         blocks.append(missing("embeddings"))
     blocks.append(("heading", 3, "Spectra generated from images"))

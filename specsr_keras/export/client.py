@@ -28,7 +28,7 @@ import numpy as np
 from specsr_keras.data.records import Spectrum
 from specsr_keras.export.signatures import ENDPOINTS, PERCENTILE_NAMES, SAMPLE_QUANTITIES, SIGNATURES_FILE
 from specsr_keras.instruments import TARGET_GRID
-from specsr_keras.spectral.band import edges_from_centres, resample_flux
+from specsr_keras.spectral.band import edges_from_centres, finer_grid_ivar_factor, resample_flux
 from specsr_keras.units import FLUX_UNIT, LINE_FLUX_UNIT
 
 
@@ -127,18 +127,22 @@ def check_inputs(signatures: dict, endpoint: str, arrays: dict) -> dict[str, np.
     return out
 
 
+# Values a request sends for "unknown" (JSON has no NaN; the graph reads them as missing):
+# no z prior (< -0.5), the instrument's reference source size (< 0), no catalogue mass (<= 0).
+MISSING_VALUES = {"z_prior": -1.0, "source_sigma_arcsec": -1.0, "log_mstar": -1.0}
+
+
 def request_body(signatures: dict, endpoint: str = "super_resolve", **arrays) -> dict:
-    """TF Serving REST `:predict` body (columnar "inputs" format) for `endpoint`."""
+    """TF Serving REST `:predict` body (columnar "inputs" format) for `endpoint`; NaN in the
+    optional scalars becomes MISSING_VALUES, NaN flux a masked pixel."""
     checked = check_inputs(signatures, endpoint, arrays)
     if "lowres_flux" in checked:
         finite = np.isfinite(checked["lowres_flux"])
         checked["lowres_mask"] = np.where(finite, checked["lowres_mask"], 1.0).astype(np.float32)
         checked["lowres_flux"] = np.where(finite, checked["lowres_flux"], 0.0).astype(np.float32)
-    if "z_prior" in checked and not np.all(np.isfinite(checked["z_prior"])):
-        raise ValueError(
-            "z_prior has NaN: give every row a redshift prior (e.g. a coarse z "
-            "from the spectrum, specsr_keras.measure.coarse_redshift)"
-        )
+    for name, missing in MISSING_VALUES.items():  # JSON has no NaN: the documented stand-ins
+        if name in checked:
+            checked[name] = np.where(np.isfinite(checked[name]), checked[name], missing).astype(np.float32)
     return {"signature_name": endpoint, "inputs": {k: v.tolist() for k, v in checked.items()}}
 
 
@@ -153,6 +157,7 @@ def lowres_on_grid(
     edges_in = edges_from_centres(spectrum.wavelength)
     ivar_in = np.where(spectrum.mask, 0.0, spectrum.ivar)
     flux, ivar = resample_flux(edges_in, spectrum.flux, ivar_in, grid_edges(signatures))
+    ivar = ivar * finer_grid_ivar_factor(edges_in, grid_edges(signatures))
     mask = ~(ivar > 0)
     if mask.all():
         grid = signatures["metadata"]["instrument"]

@@ -33,7 +33,7 @@ import numpy as np
 from specsr_keras.data.records import SpecsrInputError, ivar_from_sigma
 from specsr_keras.instruments import Instrument, get_instrument, resolve_instrument_name
 from specsr_keras.measure.flags import QualityFlag
-from specsr_keras.spectral.band import edges_from_centres, resample_flux
+from specsr_keras.spectral.band import edges_from_centres, finer_grid_ivar_factor, resample_flux
 from specsr_keras.units import FLUX_UNIT, IVAR_UNIT, WAVELENGTH_UNIT
 
 __all__ = ["Catalog", "PreparedRows", "RawRows", "cell_problem", "open_catalog", "prepare_rows"]
@@ -703,23 +703,6 @@ def _prepare_group(raw, positions, source: Instrument, length: int, has_wave: bo
         "_order": positions[good],
     }
     return part, bad
-
-
-def finer_grid_ivar_factor(edges_in, edges_out) -> np.ndarray:
-    """min(1, Δλ_out / Δλ_in) at each output pixel, (L_out,) or (B, L_out).
-
-    Resampling onto a finer grid copies one input pixel's value into several output pixels,
-    whose errors are then fully correlated; treating them as independent would multiply the
-    information by Δλ_in / Δλ_out. Scaling each output pixel's ivar by this factor keeps the
-    total information of the input (a diagonal stand-in for the correlated covariance), so
-    intervals stay calibrated on any grid. Onto a coarser grid the factor is 1.
-    """
-    edges_in, edges_out = np.asarray(edges_in, float), np.asarray(edges_out, float)
-    centres_out, width_out = 0.5 * (edges_out[1:] + edges_out[:-1]), np.diff(edges_out)
-    rows = np.atleast_2d(edges_in)
-    width_in = np.stack([np.interp(centres_out, 0.5 * (row[1:] + row[:-1]), np.diff(row)) for row in rows])
-    factor = np.minimum(1.0, width_out / width_in)
-    return factor if edges_in.ndim == 2 else factor[0]
 
 
 def _unit_hint(edges) -> str:

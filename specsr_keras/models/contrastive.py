@@ -11,9 +11,17 @@ Loss: weighted mean of symmetric InfoNCE terms over the pairs (image, lowres),
 initialised at 1 / init_temperature (CLIP: 1/0.07) and clipped at `max_logit_scale`
 (CLIP: 100) via its log-parameter.
 
+Amplitudes (`amplitude=True`): inputs are normalised per object, which throws away what
+a galaxy's brightness says about its mass and luminosity, so each head also reads the log
+amplitude of its input ("log_image_amplitude" of the cutout, "log_scale" of the low-res
+spectrum — also for the hi-res window, which is normalised by the same scale), centred on
+typical values. Augmentation (`augment=True`): during training each image is one of its
+8 flips/90° rotations (`RandomDihedral`), to which a galaxy's spectrum is invariant.
+
 Inputs (dict): "image" (B, 64, 64, 4); "lowres", "lowres_weight" (B, 512) and
-"instrument" (B,) int; optional "hires", "hires_weight" (B, 320) and "hires_valid"
-(B,) in {0, 1} (rows without a hi-res spectrum drop out of the hi-res terms).
+"instrument" (B,) int; with amplitudes "log_image_amplitude", "log_scale" (B,); optional
+"hires", "hires_weight" (B, 320) and "hires_valid" (B,) in {0, 1} (rows without a hi-res
+spectrum drop out of the hi-res terms).
 `call` returns {"image", "lowres"[, "hires", "hires_valid"], "logit_scale"}.
 """
 
@@ -49,6 +57,11 @@ def info_nce(a, b, logit_scale, valid=None):
     return -0.5 * (ops.sum(valid * log_p_ab) + ops.sum(valid * log_p_ba)) / count
 
 
+def takes_amplitude(embedder) -> bool:
+    """Whether an image/spectrum embedder model reads a "log_amplitude" input."""
+    return isinstance(embedder.input, dict) and "log_amplitude" in embedder.input
+
+
 def retrieval_top_k(emb_a, emb_b, k=1):
     """Fraction of rows i whose partner emb_b[i] is among the k most similar to emb_a[i]."""
     similarity = ops.matmul(emb_a, ops.transpose(emb_b))
@@ -57,22 +70,37 @@ def retrieval_top_k(emb_a, emb_b, k=1):
     return ops.mean(ops.cast(rank < k, "float32"))
 
 
+# Typical log10 amplitudes (centre, spread) of the simulated training mix: the spectrum scale
+# [1e-17 erg/s/cm²/Å] and the cutout level [nJy]; a head reads (log amplitude - centre) / spread.
+LOG_AMPLITUDE_NORM = {"spectrum": (-0.36, 0.41), "image": (1.55, 0.36)}
+
+
 @register
 class ProjectionHead(layers.Layer):
-    """Dense -> GELU -> Dense -> L2 normalise: z (B, Z) -> unit vector (B, embedding_dim)."""
+    """Dense -> GELU -> Dense -> L2 normalise: z (B, Z) -> unit vector (B, embedding_dim).
 
-    def __init__(self, embedding_dim=32, hidden_dim=64, **kwargs):
+    With `amplitude_norm` (centre, spread), call(z, log_amplitude (B,)) appends the
+    normalised log amplitude to z first.
+    """
+
+    def __init__(self, embedding_dim=32, hidden_dim=64, amplitude_norm=None, **kwargs):
         super().__init__(**kwargs)
         self.embedding_dim = int(embedding_dim)
         self.hidden_dim = int(hidden_dim)
+        self.amplitude_norm = None if amplitude_norm is None else tuple(float(v) for v in amplitude_norm)
         self.hidden = layers.Dense(self.hidden_dim, activation="gelu", name="hidden")
         self.out = layers.Dense(self.embedding_dim, name="out")
 
     def build(self, input_shape):
-        self.hidden.build(input_shape)
+        extra = 1 if self.amplitude_norm else 0
+        self.hidden.build((input_shape[0], input_shape[-1] + extra))
         self.out.build((input_shape[0], self.hidden_dim))
 
-    def call(self, z):
+    def call(self, z, log_amplitude=None):
+        if self.amplitude_norm:
+            centre, spread = self.amplitude_norm
+            amplitude = (ops.reshape(ops.cast(log_amplitude, z.dtype), (-1, 1)) - centre) / spread
+            z = ops.concatenate([z, amplitude], axis=-1)
         return l2_normalise(self.out(self.hidden(z)))
 
     def compute_output_shape(self, input_shape):
@@ -80,8 +108,34 @@ class ProjectionHead(layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(embedding_dim=self.embedding_dim, hidden_dim=self.hidden_dim)
+        config.update(embedding_dim=self.embedding_dim, hidden_dim=self.hidden_dim,
+                      amplitude_norm=None if self.amplitude_norm is None else list(self.amplitude_norm))
         return config
+
+
+@register
+class RandomDihedral(layers.Layer):
+    """Training only: each image (B, H, W, C), H = W, becomes one of its 8 flips / 90°
+    rotations, drawn independently per image; identity at inference."""
+
+    def __init__(self, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training=None):
+        if not training:
+            return images
+        turned = ops.transpose(images, (0, 2, 1, 3))
+        variants = [images, turned]
+        variants += [ops.flip(v, axis=1) for v in variants] + [ops.flip(v, axis=2) for v in variants]
+        variants += [ops.flip(ops.flip(images, axis=1), axis=2), ops.flip(ops.flip(turned, axis=1), axis=2)]
+        choice = keras.random.randint((ops.shape(images)[0],), 0, 8, seed=self.seed_generator)
+        pick = ops.reshape(ops.one_hot(choice, 8, dtype=images.dtype), (-1, 8, 1, 1, 1))
+        return ops.sum(ops.stack(variants, axis=1) * pick, axis=1)
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
 
 
 @register
@@ -95,6 +149,8 @@ class ContrastiveAligner(keras.Model):
         init_temperature=0.07,
         max_logit_scale=100.0,
         pair_weights=(1.0, 1.0, 0.5),
+        amplitude=False,
+        augment=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -105,10 +161,13 @@ class ContrastiveAligner(keras.Model):
         self.init_temperature = float(init_temperature)
         self.max_logit_scale = float(max_logit_scale)
         self.pair_weights = tuple(float(w) for w in pair_weights)
-        self.image_head = ProjectionHead(embedding_dim, hidden_dim, name="image_head")
+        self.amplitude, self.augment = bool(amplitude), bool(augment)
+        norm = LOG_AMPLITUDE_NORM if self.amplitude else {"image": None, "spectrum": None}
+        self.image_head = ProjectionHead(embedding_dim, hidden_dim, norm["image"], name="image_head")
         self.image_head.build((None, image_encoder.z_dim))
-        self.spectrum_head = ProjectionHead(embedding_dim, hidden_dim, name="spectrum_head")
+        self.spectrum_head = ProjectionHead(embedding_dim, hidden_dim, norm["spectrum"], name="spectrum_head")
         self.spectrum_head.build((None, spectrum_encoder.z_dim))
+        self.dihedral = RandomDihedral(name="dihedral")
         self.log_logit_scale = self.add_weight(
             shape=(),
             initializer=keras.initializers.Constant(math.log(1.0 / init_temperature)),
@@ -119,20 +178,23 @@ class ContrastiveAligner(keras.Model):
     def logit_scale(self):
         return ops.exp(ops.minimum(self.log_logit_scale, math.log(self.max_logit_scale)))
 
-    def embed_image(self, image):
-        return self.image_head(self.image_encoder(image))
+    def embed_image(self, image, log_amplitude=None):
+        """Normalised cutouts (B, H, W, bands) [+ their log10 level (B,)] -> (B, D)."""
+        return self.image_head(self.image_encoder(image), log_amplitude)
 
-    def embed_spectrum(self, flux, weight, instrument):
+    def embed_spectrum(self, flux, weight, instrument, log_amplitude=None):
+        """Normalised spectra and weights (B, L), instrument ids (B,) [+ log10 scale (B,)] -> (B, D)."""
         spectrum = ops.stack([masked_flux(flux, weight), weight], axis=-1)
         instrument = ops.convert_to_tensor(instrument)
         z = self.spectrum_encoder({"spectrum": spectrum, "instrument": instrument})
-        return self.spectrum_head(z)
+        return self.spectrum_head(z, log_amplitude)
 
     def call(self, inputs, training=None):
+        image = self.dihedral(inputs["image"], training=training and self.augment)
         outputs = {
-            "image": self.embed_image(inputs["image"]),
+            "image": self.embed_image(image, inputs.get("log_image_amplitude")),
             "lowres": self.embed_spectrum(
-                inputs["lowres"], inputs["lowres_weight"], inputs["instrument"]
+                inputs["lowres"], inputs["lowres_weight"], inputs["instrument"], inputs.get("log_scale")
             ),
             "logit_scale": self.logit_scale(),
         }
@@ -141,7 +203,7 @@ class ContrastiveAligner(keras.Model):
                 ops.ones_like(inputs["instrument"]) * self.spectrum_encoder.target_instrument_id
             )
             outputs["hires"] = self.embed_spectrum(
-                inputs["hires"], inputs["hires_weight"], target_id
+                inputs["hires"], inputs["hires_weight"], target_id, inputs.get("log_scale")
             )
             if "hires_valid" in inputs:
                 outputs["hires_valid"] = ops.cast(inputs["hires_valid"], "float32")
@@ -163,17 +225,26 @@ class ContrastiveAligner(keras.Model):
         return loss
 
     def image_embedder(self):
-        """Functional model image (B, H, W, bands) -> shared embedding (shares weights)."""
+        """Functional model (shares weights): image (B, H, W, bands) -> shared embedding, or
+        {"image", "log_amplitude" (B,)} with amplitudes."""
         image = keras.Input(self.image_encoder.image_shape, name="image")
-        return keras.Model(image, self.image_head(self.image_encoder(image)), name="image_embedder")
+        if not self.amplitude:
+            return keras.Model(image, self.image_head(self.image_encoder(image)), name="image_embedder")
+        amplitude = keras.Input((), name="log_amplitude")
+        return keras.Model({"image": image, "log_amplitude": amplitude},
+                           self.image_head(self.image_encoder(image), amplitude), name="image_embedder")
 
     def spectrum_embedder(self):
-        """Functional model {"spectrum" (B, L, 2), "instrument" (B,)} -> shared embedding."""
+        """Functional model {"spectrum" (B, L, 2), "instrument" (B,)[, "log_amplitude" (B,)]}
+        -> shared embedding (shares weights)."""
         spectrum = keras.Input((None, self.spectrum_encoder.in_channels), name="spectrum")
         instrument = keras.Input((), dtype="int32", name="instrument")
         z = self.spectrum_encoder({"spectrum": spectrum, "instrument": instrument})
         inputs = {"spectrum": spectrum, "instrument": instrument}
-        return keras.Model(inputs, self.spectrum_head(z), name="spectrum_embedder")
+        if not self.amplitude:
+            return keras.Model(inputs, self.spectrum_head(z), name="spectrum_embedder")
+        inputs["log_amplitude"] = keras.Input((), name="log_amplitude")
+        return keras.Model(inputs, self.spectrum_head(z, inputs["log_amplitude"]), name="spectrum_embedder")
 
     def get_config(self):
         return {
@@ -186,6 +257,8 @@ class ContrastiveAligner(keras.Model):
             "init_temperature": self.init_temperature,
             "max_logit_scale": self.max_logit_scale,
             "pair_weights": list(self.pair_weights),
+            "amplitude": self.amplitude,
+            "augment": self.augment,
         }
 
     @classmethod

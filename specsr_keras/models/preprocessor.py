@@ -48,7 +48,8 @@ register = keras.saving.register_keras_serializable(package="specsr")
 STAGE_KEYS = {
     "spectrum_autoencoder": ("lowres", "lowres_weight", "instrument", "hires", "hires_weight"),
     "image_autoencoder": ("image",),
-    "contrastive": ("image", "lowres", "lowres_weight", "instrument", "hires", "hires_weight", "hires_valid"),
+    "contrastive": ("image", "lowres", "lowres_weight", "instrument", "hires", "hires_weight", "hires_valid",
+                    "log_scale", "log_image_amplitude"),
     "superres": ("lowres", "lowres_weight", "instrument", "lowres_on_target", "lowres_on_target_weight",
                  "image", "log_image_amplitude", "has_image", "log_scale", "log_mstar", "has_mass", "z_place",
                  "hires", "hires_weight"),

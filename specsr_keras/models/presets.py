@@ -10,13 +10,11 @@ e.g. `build_superresolver("tiny", superres={"target_scale": 4.0})`.
 
 import copy
 
-import keras
-
 from specsr_keras.models.autoencoders import (
     ImageDiffusionAutoencoder,
     SpectrumDiffusionAutoencoder,
 )
-from specsr_keras.models.contrastive import ContrastiveAligner, ProjectionHead
+from specsr_keras.models.contrastive import ContrastiveAligner
 from specsr_keras.models.encoders import ImageEncoder, SpectrumEncoder
 from specsr_keras.models.superres import SuperResolver
 from specsr_keras.models.unet1d import UNet1D
@@ -31,6 +29,7 @@ PRESETS = {
     "micro": {
         "embedding_dim": 16,
         "projection_hidden": 16,
+        "shared_space": {"amplitude": True, "augment": True},
         "spectrum_encoder": {
             "widths": [16, 16],
             "blocks_per_level": 1,
@@ -66,6 +65,7 @@ PRESETS = {
     "tiny": {
         "embedding_dim": 32,
         "projection_hidden": 64,
+        "shared_space": {"amplitude": True, "augment": True},
         "spectrum_encoder": {
             "widths": [16, 32, 48],
             "blocks_per_level": 1,
@@ -105,6 +105,7 @@ PRESETS = {
     "base": {
         "embedding_dim": 128,
         "projection_hidden": 256,
+        "shared_space": {"amplitude": True, "augment": True},
         "spectrum_encoder": {
             "widths": [32, 64, 96, 128],
             "blocks_per_level": 2,
@@ -200,27 +201,18 @@ def build_aligner(preset="tiny", image_encoder=None, spectrum_encoder=None, **ov
         spectrum_encoder or build_spectrum_encoder(preset, **overrides),
         embedding_dim=config["embedding_dim"],
         hidden_dim=config["projection_hidden"],
+        **config["shared_space"],
     )
 
 
 def build_spectrum_embedder(preset="tiny", **overrides):
     """A fresh spectrum encoder + projection head as one functional model."""
-    config = get_preset(preset, **overrides)
-    encoder = build_spectrum_encoder(preset, **overrides)
-    head = ProjectionHead(config["embedding_dim"], config["projection_hidden"], name="head")
-    spectrum = keras.Input((None, encoder.in_channels), name="spectrum")
-    instrument = keras.Input((), dtype="int32", name="instrument")
-    inputs = {"spectrum": spectrum, "instrument": instrument}
-    return keras.Model(inputs, head(encoder(inputs)), name="spectrum_embedder")
+    return build_aligner(preset, **overrides).spectrum_embedder()
 
 
 def build_image_embedder(preset="tiny", **overrides):
     """A fresh image encoder + projection head as one functional model."""
-    config = get_preset(preset, **overrides)
-    encoder = build_image_encoder(preset, **overrides)
-    head = ProjectionHead(config["embedding_dim"], config["projection_hidden"], name="head")
-    image = keras.Input(IMAGE_SHAPE, name="image")
-    return keras.Model(image, head(encoder(image)), name="image_embedder")
+    return build_aligner(preset, **overrides).image_embedder()
 
 
 def build_superresolver(preset="tiny", spectrum_embedder=None, image_embedder=None, seed=None, **overrides):

@@ -32,6 +32,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from specsr_keras.models.contrastive import takes_amplitude
 from specsr_keras.models.diffusion import HiresSpectrumTask
 from specsr_keras.models.preprocess import masked_flux
 from specsr_keras.models.preprocessor import SpectrumPreprocessor, image_inputs
@@ -140,14 +141,20 @@ class SuperResolver(HiresSpectrumTask):
             return inputs["spectrum_embedding"]
         weight = inputs["lowres_weight"]
         spectrum = ops.stack([masked_flux(inputs["lowres"], weight), weight], axis=-1)
-        instrument = ops.convert_to_tensor(inputs["instrument"])
-        return ops.cast(self.spectrum_embedder({"spectrum": spectrum, "instrument": instrument}), "float32")
+        features = {"spectrum": spectrum, "instrument": ops.convert_to_tensor(inputs["instrument"])}
+        if takes_amplitude(self.spectrum_embedder):
+            features["log_amplitude"] = ops.cast(inputs["log_scale"], "float32")
+        return ops.cast(self.spectrum_embedder(features), "float32")
 
     def embed_image(self, inputs):
         """The image's shared embedding (B, embedding_dim)."""
         if "image_embedding" in inputs:
             return inputs["image_embedding"]
-        return ops.cast(self.image_embedder(inputs["image"]), "float32")
+        image = inputs["image"]
+        if takes_amplitude(self.image_embedder):
+            image = {"image": ops.cast(image, "float32"),
+                     "log_amplitude": ops.cast(inputs["log_image_amplitude"], "float32")}
+        return ops.cast(self.image_embedder(image), "float32")
 
     def _features(self, name, inputs, batch):
         """Raw features of a modality (zeros where its inputs are absent from the dict)."""

@@ -188,6 +188,23 @@ def resample_flux(edges_in, flux, ivar, edges_out):
     return out_flux, np.asarray(keras.ops.convert_to_numpy(out_ivar), np.float64).reshape(shape)
 
 
+def finer_grid_ivar_factor(edges_in, edges_out) -> np.ndarray:
+    """min(1, Δλ_out / Δλ_in) at each output pixel, (L_out,) or (B, L_out).
+
+    Resampling onto a finer grid copies one input pixel's value into several output pixels,
+    whose errors are then fully correlated; treating them as independent would multiply the
+    information by Δλ_in / Δλ_out. Scaling each output pixel's ivar by this factor keeps the
+    total information of the input (a diagonal stand-in for the correlated covariance), so
+    intervals stay calibrated on any grid. Onto a coarser grid the factor is 1.
+    """
+    edges_in, edges_out = np.asarray(edges_in, float), np.asarray(edges_out, float)
+    centres_out, width_out = 0.5 * (edges_out[1:] + edges_out[:-1]), np.diff(edges_out)
+    rows = np.atleast_2d(edges_in)
+    width_in = np.stack([np.interp(centres_out, 0.5 * (row[1:] + row[:-1]), np.diff(row)) for row in rows])
+    factor = np.minimum(1.0, width_out / width_in)
+    return factor if edges_in.ndim == 2 else factor[0]
+
+
 def edges_from_centres(wave):
     """Pixel edges (..., L+1) [Å] from centres (..., L): midpoints, ends extrapolated."""
     wave = np.asarray(wave, float)

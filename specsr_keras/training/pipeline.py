@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import time
+import zipfile
 from pathlib import Path
 
 import keras
@@ -97,14 +98,17 @@ def _split(inputs: dict, truth: dict, fraction: float, seed: int):
 class SpecsrModels:
     """Every specsr model of one preset, sharing the two encoders and the projection heads."""
 
-    def __init__(self, preset: str, seed: int):
+    def __init__(self, preset: str, seed: int, shared_space: dict | None = None):
+        """shared_space: the aligner's "amplitude" / "augment" settings (default: the preset's)."""
         keras.utils.set_random_seed(seed)
         self.preset = preset
         spectrum_encoder = presets.build_spectrum_encoder(preset)
         image_encoder = presets.build_image_encoder(preset)
         self.spectrum_autoencoder = presets.build_spectrum_autoencoder(preset, encoder=spectrum_encoder, seed=seed)
         self.image_autoencoder = presets.build_image_autoencoder(preset, encoder=image_encoder, seed=seed + 1)
-        self.contrastive = presets.build_aligner(preset, image_encoder=image_encoder, spectrum_encoder=spectrum_encoder)
+        overrides = {"shared_space": shared_space} if shared_space else {}
+        self.contrastive = presets.build_aligner(preset, image_encoder=image_encoder, spectrum_encoder=spectrum_encoder,
+                                                 **overrides)
         self.superres = presets.build_superresolver(
             preset, spectrum_embedder=self.contrastive.spectrum_embedder(),
             image_embedder=self.contrastive.image_embedder(), seed=seed + 2)
@@ -145,7 +149,9 @@ def train_run(config: TrainConfig, run_dir: str | Path, *, resume: bool = True,
     summary["instrument"] = read_manifest(_parse_sources(config.data)[0][0])["instrument"]
     started = time.perf_counter()
     with distribution_scope(config.devices or None):
-        models = SpecsrModels(config.model_preset, config.seed)
+        inherited = (shared_space_of(Path(config.init_from))
+                     if config.init_from and "contrastive" in config.init_stage_list() else None)
+        models = SpecsrModels(config.model_preset, config.seed, inherited)
         if config.init_from:
             load_run_weights(models, Path(config.init_from), reporter, config.init_stage_list())
         for stage in ("autoencoders", "contrastive", "decoders"):
@@ -197,6 +203,18 @@ def _load_stage_weights(models: SpecsrModels, stage: str, run_dir: Path, reporte
                 break
 
 
+def shared_space_of(run_dir: Path) -> dict | None:
+    """The aligner settings ("amplitude", "augment") of a run's `models/contrastive.keras`
+    (False where its config predates them), or None without one: a run initialised from
+    another run's aligner must build the same aligner to load it."""
+    file = run_dir / "models" / "contrastive.keras"
+    if not file.is_file():
+        return None
+    with zipfile.ZipFile(file) as archive:
+        config = json.loads(archive.read("config.json"))["config"]
+    return {key: bool(config.get(key, False)) for key in ("amplitude", "augment")}
+
+
 def load_run_weights(models: SpecsrModels, source: Path, reporter: Reporter, stages=tuple(STAGE_MODELS)) -> None:
     """The final weights of `stages` from the run `source` (e.g. `--init-from`, a shipped run)."""
     for stage in stages:
@@ -214,7 +232,8 @@ def frozen_embeddings(superres, arrays: dict) -> dict:
     n = len(arrays["z_place"])
     spectrum, image = [], []
     for i in range(0, n, EMBED_BATCH):
-        part = {k: arrays[k][i : i + EMBED_BATCH] for k in ("lowres", "lowres_weight", "instrument", "image")}
+        part = {k: arrays[k][i : i + EMBED_BATCH]
+                for k in ("lowres", "lowres_weight", "instrument", "image", "log_scale", "log_image_amplitude")}
         spectrum.append(keras.ops.convert_to_numpy(superres.embed_spectrum(part)))
         image.append(keras.ops.convert_to_numpy(superres.embed_image(part)))
     out["spectrum_embedding"] = np.concatenate(spectrum) if n else np.zeros((0, superres.embedding_dim), np.float32)

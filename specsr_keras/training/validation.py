@@ -33,11 +33,13 @@ def _embed(fn, arrays: list[np.ndarray], batch: int = 256) -> np.ndarray:
 
 def retrieval_top1(aligner, inputs: dict) -> float:
     """Mean image->spectrum top-1 retrieval over consecutive batches of 256 galaxies with images."""
-    arrays = stage_arrays(inputs, ("image", "lowres", "lowres_weight", "instrument"))
+    arrays = stage_arrays(inputs, ("image", "lowres", "lowres_weight", "instrument", "log_scale",
+                                   "log_image_amplitude"))
     if not len(arrays["image"]):
         return float("nan")
-    images = _embed(aligner.embed_image, [arrays["image"]])
-    spectra = _embed(aligner.embed_spectrum, [arrays[k] for k in ("lowres", "lowres_weight", "instrument")])
+    images = _embed(aligner.embed_image, [arrays["image"], arrays["log_image_amplitude"]])
+    spectra = _embed(aligner.embed_spectrum,
+                     [arrays[k] for k in ("lowres", "lowres_weight", "instrument", "log_scale")])
     scores = [retrieval_top_k(images[i : i + RETRIEVAL_BATCH], spectra[i : i + RETRIEVAL_BATCH], ks=(1,))["top1"]
               for i in range(0, len(images), RETRIEVAL_BATCH) if len(images) - i >= 16]
     return float(np.mean(scores)) if scores else float("nan")

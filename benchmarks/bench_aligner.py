@@ -1,0 +1,112 @@
+"""Learning curve of the shared space: retrieval and probes while the aligner trains.
+
+Starts from a run's encoders (`--init RUN`, its `models/contrastive.keras`), builds a
+`ContrastiveAligner` with the chosen settings (amplitudes into the heads, dihedral image
+augmentation) and trains it with InfoNCE on the training shards; every `--every` steps it
+embeds a held-out set and records image<->spectrum retrieval top-1/top-5 in pools of 256
+and 1,000 and out-of-fold kNN / linear probes (z, log M*, log SFR, N2, AGN) of both
+modalities (`evaluation.crossmodal`). Writes benchmarks/results/aligner_<label>.json: the
+curve that sets the contrastive stage's step budget.
+
+    python -m benchmarks.bench_aligner --init runs/default --steps 1500 --batch 128 \\
+        --data datasets/sim/train-euclid,datasets/sim/train-g141 --heldout datasets/sim/heldout-euclid
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import RESULTS_DIR, machine
+
+
+def embed_set(aligner, inputs: dict, batch: int = 500) -> tuple[np.ndarray, np.ndarray]:
+    """(image, spectrum) embeddings (N, D) of model inputs."""
+    from keras import ops
+
+    def run(fn, keys):
+        n = len(inputs[keys[0]])
+        return np.concatenate([ops.convert_to_numpy(fn(*(inputs[k][i:i + batch] for k in keys)))
+                               for i in range(0, n, batch)])
+
+    return (run(aligner.embed_image, ("image", "log_image_amplitude")),
+            run(aligner.embed_spectrum, ("lowres", "lowres_weight", "instrument", "log_scale")))
+
+
+def curve_point(aligner, inputs: dict, truth: dict) -> dict:
+    from specsr_keras.evaluation.crossmodal import RETRIEVAL_POOLS, pooled_retrieval, probe_metrics
+
+    image, spectrum = embed_set(aligner, inputs)
+    point = {f"pool{pool}": pooled_retrieval(image, spectrum, pool) for pool in RETRIEVAL_POOLS}
+    point["probes"] = probe_metrics({"image": image, "spectrum": spectrum}, truth)
+    return point
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--init", default="runs/default", help="run whose encoders start the aligner")
+    parser.add_argument("--data", default="datasets/sim/train-euclid,datasets/sim/train-euclid-bright,"
+                        "datasets/sim/train-g141,datasets/sim/train-roman")
+    parser.add_argument("--heldout", default="datasets/sim/heldout-euclid")
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--every", type=int, default=250)
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--no-amplitude", action="store_true")
+    parser.add_argument("--no-augment", action="store_true")
+    parser.add_argument("--label", default="")
+    parser.add_argument("--out", default=None, help="result file (default benchmarks/results/aligner_<label>.json)")
+    parser.add_argument("--quick", action="store_true", help="50 steps on 1,000 examples (smoke run)")
+    args = parser.parse_args(argv)
+
+    import keras
+
+    from specsr_keras.data.shards import load_shards, read_manifest
+    from specsr_keras.embeddings import load_aligner
+    from specsr_keras.instruments import get_instrument
+    from specsr_keras.models.contrastive import ContrastiveAligner
+    from specsr_keras.models.preprocessor import STAGE_KEYS, chunked_model_inputs
+    from specsr_keras.reporting import Reporter
+    from specsr_keras.training.batches import stage_arrays, step_batches
+    from specsr_keras.training.pipeline import load_examples
+
+    steps, every = (50, 25) if args.quick else (args.steps, args.every)
+    keras.utils.set_random_seed(0)
+    train, _ = load_examples(args.data, 0, Reporter())
+    train = stage_arrays(train, STAGE_KEYS["contrastive"])
+    if args.quick:
+        train = {k: v[:1000] for k, v in train.items()}
+    held = load_shards(args.heldout, max_examples=300 if args.quick else 1500)
+    held_inputs = chunked_model_inputs(held, get_instrument(read_manifest(args.heldout)["instrument"]),
+                                       noiseless_hires=True)
+    start = load_aligner(args.init)
+    settings = {"amplitude": not args.no_amplitude, "augment": not args.no_augment}
+    aligner = ContrastiveAligner(start.image_encoder, start.spectrum_encoder, embedding_dim=start.embedding_dim,
+                                 hidden_dim=start.hidden_dim, **settings)
+    schedule = keras.optimizers.schedules.CosineDecay(1e-5, max(steps - every, 1), alpha=0.05, warmup_target=1e-3,
+                                                      warmup_steps=min(200, steps // 4))
+    aligner.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=1e-4, global_clipnorm=1.0))
+    batches = ((batch, None) for batch in step_batches(train, args.batch, seed=0))
+    curve = [{"step": 0, **curve_point(aligner, held_inputs, held)}]
+    started = time.perf_counter()
+    for done in range(every, steps + 1, every):
+        history = aligner.fit(batches, steps_per_epoch=every, epochs=1, verbose=0)
+        curve.append({"step": done, "loss": float(history.history["loss"][-1]),
+                      "seconds": round(time.perf_counter() - started, 1), **curve_point(aligner, held_inputs, held)})
+        print(json.dumps({"step": done, "top1@256": round(curve[-1]["pool256"]["top1"], 3),
+                          "loss": round(curve[-1]["loss"], 3)}), flush=True)
+    label = args.label or "_".join(k for k, v in settings.items() if v) or "plain"
+    result = {"benchmark": "aligner learning curve", "init": args.init, "data": args.data, "heldout": args.heldout,
+              "batch": args.batch, "settings": settings, "examples": len(train["image"]), "curve": curve,
+              "machine": machine(), "quick": args.quick}
+    path = Path(args.out) if args.out else RESULTS_DIR / f"aligner_{label}{'_quick' if args.quick else ''}.json"
+    path.write_text(json.dumps(result, indent=1, default=float))
+    print(f"wrote {path}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
