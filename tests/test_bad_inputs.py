@@ -22,13 +22,13 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from specsr_keras.data.shards import write_shards
-from specsr_keras.inference import catalog as catalog_module
 from specsr_keras.inference.catalog import RawRows, prepare_rows
 from specsr_keras.inference.predictors import BaselinePredictor
 from specsr_keras.instruments import get_instrument
 from specsr_keras.measure.flags import QualityFlag
 from specsr_keras.physics import LINE_REGION_A
 from specsr_keras.simulate import dataset_metadata, simulate_galaxies
+from specsr_keras.spectral.band import finer_grid_ivar_factor
 from tests.inference_fixtures import EUCLID, simulated_columns, write_table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -220,8 +220,8 @@ def test_g141_spectra_on_the_finer_euclid_grid_keep_calibrated_intervals():
 
 def test_finer_grid_factor_is_one_onto_coarser_grids():
     fine, coarse = np.linspace(0, 100, 101), np.linspace(0, 100, 11)
-    np.testing.assert_allclose(catalog_module.finer_grid_ivar_factor(fine, coarse), 1.0)
-    np.testing.assert_allclose(catalog_module.finer_grid_ivar_factor(coarse, fine), 0.1)
+    np.testing.assert_allclose(finer_grid_ivar_factor(fine, coarse), 1.0)
+    np.testing.assert_allclose(finer_grid_ivar_factor(coarse, fine), 0.1)
 
 
 @pytest.mark.parametrize("damage,expected", [
