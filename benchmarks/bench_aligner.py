@@ -19,28 +19,14 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
 from benchmarks.common import RESULTS_DIR, machine
-
-
-def embed_set(aligner, inputs: dict, batch: int = 500) -> tuple[np.ndarray, np.ndarray]:
-    """(image, spectrum) embeddings (N, D) of model inputs."""
-    from keras import ops
-
-    def run(fn, keys):
-        n = len(inputs[keys[0]])
-        return np.concatenate([ops.convert_to_numpy(fn(*(inputs[k][i:i + batch] for k in keys)))
-                               for i in range(0, n, batch)])
-
-    return (run(aligner.embed_image, ("image", "log_image_amplitude")),
-            run(aligner.embed_spectrum, ("lowres", "lowres_weight", "instrument", "log_scale")))
 
 
 def curve_point(aligner, inputs: dict, truth: dict) -> dict:
     from specsr_keras.evaluation.crossmodal import RETRIEVAL_POOLS, pooled_retrieval, probe_metrics
+    from specsr_keras.training.validation import shared_space_embeddings
 
-    image, spectrum = embed_set(aligner, inputs)
+    image, spectrum = shared_space_embeddings(aligner, inputs)
     point = {f"pool{pool}": pooled_retrieval(image, spectrum, pool) for pool in RETRIEVAL_POOLS}
     point["probes"] = probe_metrics({"image": image, "spectrum": spectrum}, truth)
     return point

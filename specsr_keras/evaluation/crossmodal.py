@@ -241,8 +241,9 @@ def crossmodal_metrics(inputs: CrossModalInputs, truth: dict, model_scores) -> d
                             for direction, a, b in (("image_to_spectrum", image, spectrum),
                                                     ("spectrum_to_image", spectrum, image))}
     given = {name: emb for name, emb in (("image", image), ("spectrum", spectrum)) if emb is not None}
-    out["knn_r2"] = {name: knn_r2(emb, truth["z"]) for name, emb in given.items()} or None
-    out["probes"] = probe_metrics(given, truth) if given else None
+    if given:
+        out["probes"] = probe_metrics(given, truth)
+        out["knn_r2"] = {name: per.get("z", {}).get("knn", float("nan")) for name, per in out["probes"].items()}
     if inputs.generated_z is not None:
         out["generation"] = generation_metrics(inputs.generated_z, truth["z"])
     anomaly = anomaly_inputs(inputs, truth, model_scores)

@@ -92,7 +92,6 @@ class RawRows:
     image: object = None  # (n, H, W, bands) array or list (None = null), or None if absent
     bad_cells: np.ndarray | None = None
 
-
     def take(self, positions, keep_rejects: bool = True) -> RawRows:
         """The rows at `positions` (in that order); the rejects stay only if keep_rejects."""
         positions = np.asarray(positions, np.int64)
@@ -148,13 +147,13 @@ class Catalog:
         except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
             raise SpecsrInputError(self.path, f"cannot read rows {start}-{stop - 1} "
                                               f"(truncated or damaged file?): {exc}") from None
-        for role, factor in self.scales.items():
-            columns[role] = _map_rows(columns[role], lambda values, f=factor: np.asarray(values, np.float64) * f)
         for role in SPECTRUM_ROLES + ("image",):
             if role in columns and not isinstance(columns[role], list) \
                     and np.asarray(columns[role]).dtype.kind in "USO":
                 raise SpecsrInputError(self.path, f"column {self.columns[role]!r} ({role}) holds text, "
                                                   "expected numbers")
+        for role, factor in self.scales.items():
+            columns[role] = _map_rows(columns[role], lambda values, f=factor: np.asarray(values, np.float64) * f)
         return _raw_from_columns(columns, start, stop, self.instrument)
 
 
@@ -351,8 +350,8 @@ def _read_fits(catalog: Catalog, start: int, stop: int) -> dict:
     if catalog.path.endswith(".gz"):  # no memmap of compressed bytes: astropy decompresses
         with fits.open(catalog.path) as hdul:
             rows = hdul[index].data[start:stop]
-            return {role: _plain(rows[name]) if rows.columns[name].format[0] not in "PQ"
-                    else [np.asarray(v) for v in rows[name]] for role, name in catalog.columns.items()}
+            return {role: [np.asarray(v) for v in rows[name]] if _is_variable_length(rows.columns[name])
+                    else _plain(rows[name]) for role, name in catalog.columns.items()}
     with fits.open(catalog.path, memmap=False) as hdul:  # headers only
         hdu, data_offset = hdul[index], hdul.fileinfo(index)["datLoc"]
         header, columns = hdu.header, hdu.columns
@@ -366,7 +365,7 @@ def _read_fits(catalog: Catalog, start: int, stop: int) -> dict:
     for role, name in catalog.columns.items():
         column = columns[name]
         code = str(column.format).lstrip("0123456789")
-        if code[0] in "PQ":  # variable length: (count, offset) descriptors into the heap
+        if _is_variable_length(column):  # (count, offset) descriptors into the heap
             element = np.dtype(_FITS_CODES[code[1]])
             heap = np.memmap(catalog.path, dtype=np.uint8, mode="r", offset=heap_offset)
             values = [np.frombuffer(heap[offset:offset + count * element.itemsize], element)
@@ -376,6 +375,11 @@ def _read_fits(catalog: Catalog, start: int, stop: int) -> dict:
             values = _fits_values(rows[name], code[0], column)
         out[role] = _plain(values) if not isinstance(values, list) else values
     return out
+
+
+def _is_variable_length(column) -> bool:
+    """A FITS P/Q (variable-length array) column."""
+    return str(column.format).lstrip("0123456789")[0] in "PQ"
 
 
 # FITS binary-table element codes -> on-disk numpy dtypes (L is stored as b"T" / b"F").

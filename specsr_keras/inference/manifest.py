@@ -162,8 +162,7 @@ class Manifest:
             path = chunk_path(self.run_dir, index)
             if not path.is_file():
                 damaged[index] = f"{path}: missing"
-            elif path.stat().st_size != entry.get("bytes", path.stat().st_size) \
-                    or file_checksum(path)["sha256"] != entry.get("sha256"):
+            elif path.stat().st_size != entry.get("bytes") or file_checksum(path)["sha256"] != entry.get("sha256"):
                 damaged[index] = f"{path}: size or checksum differs from the manifest"
         return damaged
 

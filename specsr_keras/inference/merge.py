@@ -62,12 +62,13 @@ def provenance_header(manifest: Manifest, extname: str) -> dict:
     return header
 
 
-def merge_run(run_dir, reporter: Reporter | None = None) -> dict:
+def merge_run(run_dir, reporter: Reporter | None = None, verify: bool = True) -> dict:
     """Write RUN/results.fits and RUN/quarantine.fits from the chunk files.
 
     Earlier merged files are removed first, so a failed merge leaves none beside the chunks.
-    Raises ValueError if run_dir has no manifest, some chunks are not finished, or a chunk
-    file is missing or differs from its manifest checksum (naming the file). Returns
+    Raises ValueError if run_dir has no manifest, some chunks are not finished, or (verify:
+    `specsr infer` itself checked them at its start or just wrote them) a chunk file is
+    missing or differs from its manifest checksum (naming the file). Returns
     {"results", "quarantine": paths, "rows_results", "rows_quarantine", "rows_duplicate_id"}.
     """
     run_dir, reporter = Path(run_dir), reporter or Reporter()
@@ -80,7 +81,7 @@ def merge_run(run_dir, reporter: Reporter | None = None) -> dict:
                          "finished; rerun the same infer command to complete them")
     for name in (RESULTS_NAME, QUARANTINE_NAME):
         (run_dir / name).unlink(missing_ok=True)
-    damaged = manifest.damaged_chunks()
+    damaged = manifest.damaged_chunks() if verify else {}
     if damaged:
         raise ValueError(f"{next(iter(damaged.values()))}; rerun the same infer command "
                          "to recompute damaged chunks")

@@ -173,9 +173,8 @@ def _prepare_and_predict(raw, predictor, config: InferConfig, index: int, progre
         from specsr_keras.inference.images import prepare_image_rows
 
         prepared = prepare_image_rows(raw, tuple(getattr(predictor, "image_shape", (64, 64, 4))))
-        predictions = _predict(predictor, prepared.batch, config, index, progress=progress)
-        predictions["flags"] = predictions["flags"] | prepared.batch["flags"]
-        return prepared.batch, predictions, prepared.quarantine
+        return prepared.batch, _predict(predictor, prepared.batch, config, index, progress=progress), \
+            prepared.quarantine
     quarantine, parts = [], []
     for number, (target, positions) in enumerate(_instrument_groups(raw, predictor).items()):
         part = raw.take(positions, keep_rejects=number == 0)
@@ -184,10 +183,8 @@ def _prepare_and_predict(raw, predictor, config: InferConfig, index: int, progre
                                                 for r, o in zip(part.row, part.object_id, strict=True)]
             continue
         prepared = prepare_rows(part, target.instrument)
-        predictions = _predict(target, prepared.batch, config, index, 1000 * number, progress)
-        predictions["flags"] = predictions["flags"] | prepared.batch["flags"]
         quarantine += prepared.quarantine
-        parts.append((prepared.batch, predictions))
+        parts.append((prepared.batch, _predict(target, prepared.batch, config, index, 1000 * number, progress)))
     if not parts:
         parts.append((prepare_rows(raw.take([], keep_rejects=False), predictor.instrument).batch,
                       empty_outputs(predictor, config.save_spectra)))
@@ -235,7 +232,8 @@ def predictor_modality(predictor) -> str:
 def _predict(predictor, batch: dict, config: InferConfig, index: int, first_batch: int = 0,
              progress=None) -> dict:
     """Predictor outputs for all rows of a prepared chunk, in batches of config.batch
-    (numbered from first_batch for their seeds)."""
+    (numbered from first_batch for their seeds); the validation flags of the batch are
+    added to the predictor's."""
     columns = output_columns(predictor, config.save_spectra)
     n = len(batch["row"])
     pieces = []
@@ -250,7 +248,9 @@ def _predict(predictor, batch: dict, config: InferConfig, index: int, first_batc
             progress(min(config.batch, n - start))
     if not pieces:  # every row quarantined
         pieces.append(empty_outputs(predictor, config.save_spectra))
-    return {name: np.concatenate([piece[name] for piece in pieces]) for name in columns}
+    out = {name: np.concatenate([piece[name] for piece in pieces]) for name in columns}
+    out["flags"] = out["flags"] | batch["flags"]
+    return out
 
 
 def _write_chunk_file(path: Path, results: Table, quarantine: Table) -> None:
@@ -336,7 +336,7 @@ def run_inference(catalog_path, model: str, run_dir, config: InferConfig = Infer
     summary = summarise(manifest, len(tasks), len(skipped), pending_units,
                         time.perf_counter() - started)
     if merge:
-        merged = merge_run(run_dir, reporter=reporter)
+        merged = merge_run(run_dir, reporter=reporter, verify=False)  # chunks checked or just written
         summary.results, summary.quarantine = merged["results"], merged["quarantine"]
         summary.rows_duplicate_id = merged["rows_duplicate_id"]
     return summary

@@ -19,6 +19,7 @@ from scipy.stats import chi2 as chi2_distribution
 
 from specsr_keras.instruments import get_instrument
 from specsr_keras.measure.linefit import (
+    CONTINUUM_MARGIN_SIGMAS,
     HALPHA,
     NII,
     SII_6718,
@@ -56,7 +57,8 @@ def broad_line_test(wave, flux, ivar, lsf_sigma, z) -> dict[str, np.ndarray]:
     testable = np.isfinite(z)
     broadest = max(BROAD_FWHM_GRID_KMS) / FWHM_PER_SIGMA
     window = prepare_window(wave, flux, ivar, lsf_sigma, np.where(testable, z, 1.0), NARROW_LINES,
-                            max_dv_kms=0.0, sigma_v_max_kms=broadest * _MARGIN_SIGMAS / 5.0, min_pixels=12)
+                            max_dv_kms=0.0, sigma_v_max_kms=broadest * _MARGIN_SIGMAS / CONTINUUM_MARGIN_SIGMAS,
+                            min_pixels=12)
     slab, z_ref = window.slab, window.z_guess
     testable &= window.reason == ""
     zero = np.zeros(z.shape)

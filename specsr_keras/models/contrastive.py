@@ -126,10 +126,10 @@ class RandomDihedral(layers.Layer):
     def call(self, images, training=None):
         if not training:
             return images
-        turned = ops.transpose(images, (0, 2, 1, 3))
-        variants = [images, turned]
-        variants += [ops.flip(v, axis=1) for v in variants] + [ops.flip(v, axis=2) for v in variants]
-        variants += [ops.flip(ops.flip(images, axis=1), axis=2), ops.flip(ops.flip(turned, axis=1), axis=2)]
+        flips = (lambda x: x, lambda x: ops.flip(x, axis=1), lambda x: ops.flip(x, axis=2),
+                 lambda x: ops.flip(ops.flip(x, axis=1), axis=2))
+        bases = (images, ops.transpose(images, (0, 2, 1, 3)))
+        variants = [flip(base) for flip in flips for base in bases]
         choice = keras.random.randint((ops.shape(images)[0],), 0, 8, seed=self.seed_generator)
         pick = ops.reshape(ops.one_hot(choice, 8, dtype=images.dtype), (-1, 8, 1, 1, 1))
         return ops.sum(ops.stack(variants, axis=1) * pick, axis=1)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from specsr_keras.evaluation.crossmodal import retrieval_top_k
+from specsr_keras.evaluation.crossmodal import pooled_retrieval
 from specsr_keras.evaluation.metrics import SNR_BINS, nmad
 from specsr_keras.inference.predictors import BaselinePredictor
 from specsr_keras.inference.superres_predictor import SuperResolutionPredictor
@@ -31,18 +31,22 @@ def _embed(fn, arrays: list[np.ndarray], batch: int = 256) -> np.ndarray:
     return np.concatenate(parts)
 
 
-def retrieval_top1(aligner, inputs: dict) -> float:
-    """Mean image->spectrum top-1 retrieval over consecutive batches of 256 galaxies with images."""
+def shared_space_embeddings(aligner, inputs: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(image, low-res spectrum) embeddings (N, D) of the model inputs' galaxies with images."""
     arrays = stage_arrays(inputs, ("image", "lowres", "lowres_weight", "instrument", "log_scale",
                                    "log_image_amplitude"))
     if not len(arrays["image"]):
-        return float("nan")
+        return np.zeros((0, aligner.embedding_dim)), np.zeros((0, aligner.embedding_dim))
     images = _embed(aligner.embed_image, [arrays["image"], arrays["log_image_amplitude"]])
     spectra = _embed(aligner.embed_spectrum,
                      [arrays[k] for k in ("lowres", "lowres_weight", "instrument", "log_scale")])
-    scores = [retrieval_top_k(images[i : i + RETRIEVAL_BATCH], spectra[i : i + RETRIEVAL_BATCH], ks=(1,))["top1"]
-              for i in range(0, len(images), RETRIEVAL_BATCH) if len(images) - i >= 16]
-    return float(np.mean(scores)) if scores else float("nan")
+    return images, spectra
+
+
+def retrieval_top1(aligner, inputs: dict) -> float:
+    """Mean image->spectrum top-1 retrieval over consecutive pools of 256 galaxies with images
+    (`evaluation.crossmodal.pooled_retrieval`; a smaller set is one pool)."""
+    return pooled_retrieval(*shared_space_embeddings(aligner, inputs), RETRIEVAL_BATCH)["top1"]
 
 
 def n2_errors(superres, truth: dict, config, reporter: Reporter) -> dict:
