@@ -70,13 +70,16 @@ $(SHIPPED_INIT_RUN)/run.json:
 	mkdir -p $(@D) && git archive 968dd73 saved_models/specsr/run | tar -x --strip-components=3 -C $(@D)
 
 SIM_SETS := train-euclid train-euclid-bright train-g141 train-roman val heldout-euclid heldout-euclid-bright \
-	heldout-g141 stress-euclid
+	heldout-g141 stress-euclid stress-euclid-flat
 shipped-data: $(SIM_SETS:%=$(SIM)/%/manifest.json)
 
-# Simulator 2.0.0 data sets: S/N-stratified training mixes (plus deep Euclid spectra,
-# --noise-scale 0.2, because a flux-limited Euclid sample has almost no S/N > 20 galaxy),
-# fresh held-out sets with >= 100 galaxies per S/N bin, and a stress set outside the
-# training relations (N2 +0.4 dex, EW(Hα) -0.3 dex: more continuum and Balmer absorption).
+# Simulator 2.1.0 data sets (20 % of star formers outside the fitted relations):
+# S/N-stratified training mixes (plus deep Euclid spectra, --noise-scale 0.2, because a
+# flux-limited Euclid sample has almost no S/N > 20 galaxy), fresh held-out sets with
+# >= 100 galaxies per S/N bin, and two stress sets: every galaxy on a relation shifted
+# outside the training one (N2 +0.4 dex, EW(Hα) -0.3 dex: more continuum and Balmer
+# absorption), and every galaxy off the relations (N2 flat in -1.4..0 whatever the mass,
+# like nearby galaxies moved to z ~ 1.5).
 $(SIM)/train-euclid/manifest.json:
 	$(NICE) $(SPECSR) simulate --n 10000 --instrument euclid --snr-weight-power 2 --seed 31 --out $(@D) --overwrite
 $(SIM)/train-euclid-bright/manifest.json:
@@ -95,7 +98,10 @@ $(SIM)/heldout-g141/manifest.json:
 	$(NICE) $(SPECSR) simulate --n 1500 --instrument g141 --snr-weight-power 2.5 --seed 42 --out $(@D) --plot --overwrite
 $(SIM)/stress-euclid/manifest.json:
 	$(NICE) $(SPECSR) simulate --n 600 --instrument euclid --noise-scale 0.15 --snr-weight-power 1 --n2-offset-dex 0.4 \
-		--ew-offset-dex -0.3 --seed 44 --out $(@D) --overwrite
+		--ew-offset-dex -0.3 --off-relation-fraction 0 --seed 44 --out $(@D) --overwrite
+$(SIM)/stress-euclid-flat/manifest.json:
+	$(NICE) $(SPECSR) simulate --n 700 --instrument euclid --noise-scale 0.15 --snr-weight-power 1 \
+		--off-relation-fraction 1 --seed 45 --out $(@D) --overwrite
 
 $(SHIPPED_RUN)/run.json: $(SHIPPED_INIT_RUN)/run.json | shipped-data
 	$(NICE) $(SPECSR) train $(SHIPPED_RUN) --preset default $(SHIPPED_INIT)
@@ -105,7 +111,7 @@ $(SHIPPED_MODEL)/saved_model.pb: $(SHIPPED_RUN)/run.json
 
 reports/specsr-euclid/metrics.json: $(SHIPPED_MODEL)/saved_model.pb
 	$(NICE) $(SPECSR) evaluate --model $(SHIPPED_MODEL) --out $(@D) --embeddings-from $(SHIPPED_RUN) \
-		--data $(SIM)/heldout-euclid,$(SIM)/heldout-euclid-bright,$(SIM)/stress-euclid
+		--data $(SIM)/heldout-euclid,$(SIM)/heldout-euclid-bright,$(SIM)/stress-euclid,$(SIM)/stress-euclid-flat
 
 # G141 through the Keras run (the SavedModel is exported for Euclid), with the run's sampler.
 reports/specsr-g141/metrics.json: $(SHIPPED_RUN)/run.json

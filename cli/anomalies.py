@@ -16,12 +16,18 @@ def anomalies(
     out: Annotated[Path, typer.Option(help="Output directory.")],
     spectra_index: Annotated[Path, typer.Option(
         help="Embedding file of the other modality (adds cross-modal disagreement).")] = None,
+    results: Annotated[Path, typer.Option(
+        help="results.fits of `specsr infer` on the same objects: adds its line-model anomaly_fpr "
+        "(broad Hα, narrow-line χ²) as a part.")] = None,
     top: int = typer.Option(100, min=1, help="Objects in the top table and gallery (gallery "
                             "shows at most 25)."),
     k: int = typer.Option(10, min=1, help="Neighbours for the density term."),
 ):
-    """Score every object: 1 - cos(image, spectrum) and mean distance to its K nearest
-    neighbours, each standardised by median/MAD on the sample, averaged.
+    """Rank objects by a false-positive rate with named parts: 1 - cos(image, spectrum),
+    the mean distance to the K nearest neighbours (each part's rate: the share of the sample
+    at least as extreme) and, with --results, infer's line-model anomaly_fpr; combined as
+    min(1, parts x the smallest rate) in anomaly_fpr (score: the parts standardised by
+    median/MAD, averaged, breaks ties).
 
     Writes OUT/anomalies.fits (all objects, most anomalous first), OUT/anomalies_top.csv,
     OUT/score_histogram.png and OUT/gallery.png.
@@ -31,11 +37,11 @@ def anomalies(
 
     from specsr_keras.crossmodal.report import write_anomalies
 
-    result = write_anomalies(index, out, spectra_index=spectra_index, top=top, k=k)
+    result = write_anomalies(index, out, spectra_index=spectra_index, results=results, top=top, k=k)
     table = Table(title=f"top anomalies ({result['n']:,} objects; {result['components']})")
     table_all = result["table"]
-    columns = ["object_id", "score", "percentile"] + [c for c in table_all.colnames
-                                                       if c.startswith("z_")]
+    columns = ["object_id", "anomaly_fpr", "score"] + [c for c in table_all.colnames
+                                                        if c.startswith("p_")]
     top_rows = table_all[columns][: min(top, 15)]
     for name in top_rows.colnames:
         table.add_column(name, justify="left" if name == "object_id" else "right")

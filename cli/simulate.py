@@ -36,6 +36,9 @@ def simulate(
     ew_offset_dex: Annotated[float, typer.Option(
         help="Stress test: shift the rest EW(Hα) by this many dex (negative: more continuum "
         "and relatively deeper Balmer absorption).")] = 0.0,
+    off_relation_fraction: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="Share of star formers whose N2 (flat in -1.4..0 dex) and EW(Hα) "
+        "ignore the fitted relations (1 = all: a stress set like nearby galaxies).")] = 0.2,
     noise_scale: Annotated[float, typer.Option(
         min=0.01, help="Multiply the grism noise sigma by this (0.25 = 16x the exposure): "
         "bright S/N bins with the same galaxies.")] = 1.0,
@@ -53,7 +56,8 @@ def simulate(
 
     instrument_ = get_instrument(instrument)
     options = {"min_ha_snr": min_ha_snr, "snr_weight_power": snr_weight_power,
-               "n2_offset_dex": n2_offset_dex, "ew_offset_dex": ew_offset_dex, "noise_scale": noise_scale}
+               "n2_offset_dex": n2_offset_dex, "ew_offset_dex": ew_offset_dex, "noise_scale": noise_scale,
+               "off_relation_fraction": off_relation_fraction}
     manifest_extra, attrs = dataset_metadata(instrument_, seed, **options)
     batches = iter_simulated_batches(n, instrument_, seed, workers=workers,
                                      first_object_id=seed * ID_STRIDE, **options)

@@ -32,7 +32,8 @@ from specsr_keras.spectral.band import finer_grid_ivar_factor
 from tests.inference_fixtures import EUCLID, simulated_columns, write_table
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = REPO / "saved_models" / "specsr" / "3"
+SHIPPED = max((p for p in (REPO / "saved_models" / "specsr").iterdir() if p.name.isdigit()),
+              key=lambda p: int(p.name))  # the one SavedModel shipped
 N = 6
 runner = CliRunner()
 

@@ -1,15 +1,24 @@
-"""The infer benchmark (slow: `make bench`): memory must not grow with the catalog size."""
+"""The infer benchmark (slow: `make bench`): memory must not grow with the catalog size, and
+`specsr infer` with the shipped model is timed against that model's own sampler."""
+
+from pathlib import Path
 
 import pytest
 
-from benchmarks.bench_infer import RSS_RATIO_TARGET, main
+from benchmarks.bench_infer import MODEL_ROWS, RSS_RATIO_TARGET, main
+
+SHIPPED = Path(__file__).resolve().parents[1] / "saved_models" / "specsr"
 
 
 @pytest.mark.slow
 def test_infer_peak_rss_is_independent_of_catalog_size():
-    report = main(["--sizes", "10000,100000"])
+    model = max((p for p in SHIPPED.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    report = main(["--sizes", "10000,100000", "--model", str(model)])
     assert [run["rows"] for run in report["runs"]] == [10000, 100000]
     assert report["rss_ratio_largest_to_smallest"] <= RSS_RATIO_TARGET
     dask = report["dask"]
     assert [run["workers"] for run in dask["runs"]] == [1, 2]
     assert all(run["rows_out"] == 10000 for run in dask["runs"]) and dask["speedup"] > 0
+    throughput = report["model"]
+    assert [run["rows_out"] for run in throughput["infer_runs"]] == list(MODEL_ROWS)
+    assert throughput["sampler"]["samples_per_s"] > 0 and throughput["infer_to_sampler_ratio"] > 0

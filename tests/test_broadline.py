@@ -1,4 +1,5 @@
-"""The broad-line likelihood-ratio test on independent synthetic spectra."""
+"""The line-model anomaly tests (broad-line likelihood ratio, narrow-model χ², their
+combined false-positive rate) on independent synthetic spectra."""
 
 import numpy as np
 
@@ -31,6 +32,22 @@ def test_normal_galaxies_are_flagged_at_no_more_than_the_stated_rate():
     test = broad_line_test(edges, flux, ivar, lsf, z)
     assert np.mean(test["broad_line_p"] < 0.01) <= 0.02  # the p-value bounds the false-positive rate
     assert np.mean(test["broad_line_p"] < 0.2) > 0.0  # and is not vacuous (some normal fluctuations)
+    # The narrow model's χ² p-value is uniform for normal galaxies; anomaly_fpr bounds the rate.
+    assert 0.3 < np.median(test["narrow_model_p"]) < 0.7
+    assert np.mean(test["narrow_model_p"] < 0.05) <= 0.08
+    assert np.mean(test["anomaly_fpr"] < 0.01) <= 0.02
+
+
+def test_a_feature_no_narrow_line_explains_fails_the_narrow_model():
+    """A contaminating zeroth-order-like peak 150 Å redward of Hα, 2x its flux: not a line
+    of the narrow model, nor a broad Hα; the narrow-model χ² finds it."""
+    edges, flux, ivar, lsf, z = _spectra(50, seed=4)
+    centre = 0.5 * (edges[1:] + edges[:-1])
+    peak = REST["halpha"] * (1 + z[:, None]) + 150.0
+    flux += 80.0 * np.exp(-0.5 * ((centre - peak) / 20.0) ** 2) / (np.sqrt(2 * np.pi) * 20.0)
+    test = broad_line_test(edges, flux, ivar, lsf, z)
+    assert np.mean(test["narrow_model_p"] < 0.01) > 0.9
+    assert np.mean(test["anomaly_fpr"] < 0.01) > 0.9
 
 
 def test_a_resolved_broad_halpha_is_found_with_its_width():
@@ -38,6 +55,7 @@ def test_a_resolved_broad_halpha_is_found_with_its_width():
     test = broad_line_test(edges, flux, ivar, lsf, z)
     assert np.mean(test["broad_line_p"] < 0.01) > 0.85  # 0.92 measured (broad flux S/N ~ 10)
     assert np.median(test["broad_line_fwhm_kms"]) in (2500.0, 4000.0)
+    assert np.mean(test["anomaly_fpr"] < 0.01) > 0.85
     np.testing.assert_allclose(np.median(test["broad_line_flux"]), 60.0, rtol=0.25)
 
 
@@ -46,4 +64,5 @@ def test_rows_without_a_redshift_or_coverage_are_not_tested():
     z = np.array([np.nan, 5.0, z[2]])  # no z; Hα far off the grid
     test = broad_line_test(edges, flux, ivar, lsf, z)
     assert np.isnan(test["broad_line_dchi2"][:2]).all() and (test["broad_line_p"][:2] == 1).all()
+    assert (test["narrow_model_p"][:2] == 1).all() and (test["anomaly_fpr"][:2] == 1).all()
     assert np.isfinite(test["broad_line_dchi2"][2])

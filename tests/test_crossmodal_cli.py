@@ -158,11 +158,31 @@ def test_anomalies_rank_planted_cross_modal_mismatches_first(tmp_path):
     _invoke("anomalies", "--index", tmp_path / "img.h5", "--spectra-index",
             tmp_path / "spec.h5", "--top", 10, "--out", out)
     table = Table.read(out / "anomalies.fits")
-    assert set(table["object_id"][:3]) == {f"o{i}" for i in planted}
-    assert table["z_disagreement"][2] > 5.0
+    planted_ids = {f"o{i}" for i in planted}
+    by_disagreement = table[np.argsort(table["p_disagreement"])]
+    assert set(by_disagreement["object_id"][:3]) == planted_ids
+    assert np.all(by_disagreement["p_disagreement"][:3] == np.array([1, 2, 3]) / n)
+    assert by_disagreement["z_disagreement"][2] > 5.0
+    # Bonferroni over the three parts (density extremes of the random cloud rank among them);
+    # the mean standardised score puts the mismatches first.
+    row = {r["object_id"]: r for r in table}
+    assert sorted(row[i]["anomaly_fpr"] for i in planted_ids) == pytest.approx([0.01, 0.02, 0.03])
+    assert np.all(np.diff(table["anomaly_fpr"]) >= 0)
+    assert set(table[np.argsort(-table["score"])]["object_id"][:3]) == planted_ids
     assert len(Table.read(out / "anomalies_top.csv")) == 10
     assert (out / "gallery.png").stat().st_size > 1000
     assert (out / "score_histogram.png").stat().st_size > 1000
+    # infer's line-model false-positive rate joins as a fourth part.
+    Table({"object_id": ["o3", "o4"], "anomaly_fpr": [1e-6, 0.5]}).write(tmp_path / "results.fits")
+    _invoke("anomalies", "--index", tmp_path / "img.h5", "--spectra-index", tmp_path / "spec.h5",
+            "--results", tmp_path / "results.fits", "--out", out)
+    table = Table.read(out / "anomalies.fits")
+    assert table["object_id"][0] == "o3" and table["anomaly_fpr"][0] == pytest.approx(4e-6)
+    assert np.isnan(np.ma.filled(table["p_lines"], np.nan)[table["object_id"] == "o5"][0])
+    Table({"object_id": ["o3"]}).write(tmp_path / "bad.fits")
+    result = CliRunner().invoke(app, ["anomalies", "--index", str(tmp_path / "img.h5"), "--results",
+                                      str(tmp_path / "bad.fits"), "--out", str(out)])
+    assert result.exit_code != 0 and "anomaly_fpr" in result.output and len(result.output.strip().splitlines()) == 1
 
 
 def test_anomaly_table_keeps_objects_found_in_one_index_only():

@@ -83,6 +83,19 @@ def test_evaluate_two_instruments_with_crossmodal_inputs(euclid_dir, tmp_path):
     assert [d["count_used"] for d in metrics["data"]] == [40, n]
     report = (tmp_path / "out" / "report.md").read_text()
     assert "## Set `hst_g141`" in report and "image_to_spectrum" in report
+    assert (tmp_path / "out" / "figures" / "shared_space_pca.png").exists() and "principal components" in report
+
+
+def test_principal_components_find_the_dominant_direction():
+    from specsr_keras.evaluation.plots import principal_components
+
+    rng = np.random.default_rng(1)
+    direction = np.array([3.0, 4.0, 0.0, 0.0]) / 5.0
+    embeddings = rng.normal(size=(2000, 1)) * 5.0 * direction + rng.normal(size=(2000, 4))
+    coords, share = principal_components(embeddings)
+    assert coords.shape == (2000, 2)
+    assert share[0] == pytest.approx(26.0 / 29.0, abs=0.02)  # variance 25 + 1 of 25 + 4
+    assert abs(np.corrcoef(coords[:, 0], embeddings @ direction)[0, 1]) > 0.99
 
 
 @pytest.fixture(scope="module")

@@ -94,6 +94,7 @@ def test_median_n2_rises_with_mass_along_faisst():
     rng = np.random.default_rng(4)
     options = SimulationOptions(**{**LINES_ONLY, "log_mstar_range": (8.5, 11.0)})
     pop = draw_population(6000, get_instrument("euclid"), rng, options)
+    pop = {key: value[~pop["off_relation"]] for key, value in pop.items()}
     edges = [8.5, 9.25, 10.0, 10.5, 11.0]
     medians = [np.median(pop["n2"][(pop["log_mstar"] >= lo) & (pop["log_mstar"] < hi)])
                for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
@@ -113,6 +114,22 @@ def test_population_flags_match_requested_fractions():
     assert agn_n2.min() >= -0.2 and agn_n2.max() <= 0.3
     sf_sigma = pop["sigma_v_kms"][~pop["is_agn"]]
     assert 40.0 < np.median(sf_sigma) < 150.0
+
+
+def test_off_relation_galaxies_ignore_mass_and_reach_local_n2():
+    options = SimulationOptions(min_ha_snr=0.0, agn_fraction=0.0, off_relation_fraction=0.3)
+    pop = draw_population(8000, get_instrument("euclid"), np.random.default_rng(5), options)
+    off = pop["off_relation"]
+    assert off.mean() == pytest.approx(0.3, abs=0.02)
+    # On the relation N2 follows mass; off it N2 is flat in -1.4..0 whatever the mass.
+    assert np.corrcoef(pop["log_mstar"][~off], pop["n2"][~off])[0, 1] > 0.5
+    assert abs(np.corrcoef(pop["log_mstar"][off], pop["n2"][off])[0, 1]) < 0.05
+    assert pop["n2"][off].min() >= -1.4 and pop["n2"][off].max() <= 0.0
+    assert np.mean(pop["n2"][off] > -0.2) == pytest.approx(0.2 / 1.4, abs=0.03)
+    assert pop["n2"][~off].max() < -0.1  # the relation's soft cap
+    every = draw_population(500, get_instrument("euclid"), np.random.default_rng(6),
+                            SimulationOptions(min_ha_snr=0.0, off_relation_fraction=1.0))
+    assert every["off_relation"][~every["is_agn"]].all()
 
 
 def test_unknown_option_is_a_value_error():

@@ -9,10 +9,15 @@ its median and MAD: z = (x - median) / (1.4826 MAD)):
   modality's embedding set (high = a sparse region of the shared space).
 
 `score` = mean of the available standardised components (objects in only one index get
-the components they have); `percentile` = share of the sample scoring at most as high,
-the calibration on the (mostly normal) sample itself. The diffusion reconstruction term
-of the design is not part of this score (see `specsr infer`'s reconstruction_chi2 and
-broad_line_* columns).
+the components they have); `percentile` = share of the sample scoring at most as high.
+
+False-positive rates with named parts: each component's `p_<name>` is the share of the
+sample at least as extreme (the calibration on the sample itself, assumed mostly normal),
+and `p_lines` is the `anomaly_fpr` of `specsr infer`'s line-model tests (broad Hα and the
+narrow-line χ², `measure/broadline.py`, calibrated analytically) when its results table is
+given. `anomaly_fpr` = min(1, m × the smallest of an object's m p-values) (Bonferroni over
+the parts) bounds the share of normal objects flagged at that value; the table is ranked
+by it (then by `score`).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from astropy.table import Table
 from specsr_keras.crossmodal.neighbours import knn_mean_distance
 from specsr_keras.crossmodal.store import EmbeddingSet
 
-__all__ = ["MAD_TO_SIGMA", "anomaly_table", "robust_standardise"]
+__all__ = ["MAD_TO_SIGMA", "anomaly_table", "combined_fpr", "robust_standardise", "upper_tail_share"]
 
 MAD_TO_SIGMA = 1.4826
 # Floor on the MAD-based sigma (cosine units) so a degenerate sample does not divide by 0.
@@ -47,11 +52,13 @@ def _names(index: EmbeddingSet, other: EmbeddingSet | None) -> tuple[str, str]:
 
 
 def anomaly_table(index: EmbeddingSet, other: EmbeddingSet | None = None, *,
-                  k: int = 10) -> Table:
+                  k: int = 10, line_fpr: dict | None = None) -> Table:
     """All objects of `index` (then those only in `other`), most anomalous first.
 
-    Columns: object_id, score, percentile, rank (1 = most anomalous), the raw
-    components and their standardised `z_` versions (see module doc).
+    line_fpr: {object_id: anomaly_fpr of `specsr infer`} (objects not in it lack p_lines).
+    Columns: object_id, anomaly_fpr, score, percentile, rank (1 = most anomalous), the raw
+    components, their standardised `z_` versions and their `p_` false-positive rates (see
+    module doc).
     """
     name_a, name_b = _names(index, other)
     ids = list(index.ids)
@@ -90,13 +97,39 @@ def anomaly_table(index: EmbeddingSet, other: EmbeddingSet | None = None, *,
     ordered = np.sort(score[finite])
     table["percentile"] = np.where(finite, np.searchsorted(ordered, score, side="right")
                                    / max(finite.sum(), 1), np.nan)
-    order = np.argsort(np.where(finite, -score, np.inf), kind="stable")
+    p_values = {f"p_{name}": upper_tail_share(values) for name, values in components.items()}
+    if line_fpr is not None:
+        p_values["p_lines"] = np.array([line_fpr.get(i, np.nan) for i in ids], np.float64)
+    for name, values in p_values.items():
+        table[name] = values
+    table["anomaly_fpr"] = combined_fpr(np.vstack(list(p_values.values())))
+    order = np.lexsort((np.where(finite, -score, np.inf), np.nan_to_num(table["anomaly_fpr"], nan=2.0)))
     table = table[order]
     table["rank"] = np.arange(1, n + 1)
-    table.meta.update(K_NN=k, COMBINE="mean of median/MAD-standardised components",
-                      COMPS=",".join(components))
-    first = ["object_id", "score", "percentile", "rank"]
+    table.meta.update(K_NN=k, COMBINE="anomaly_fpr: Bonferroni over the parts' false-positive rates; "
+                      "score: mean of median/MAD-standardised components",
+                      COMPS=",".join([*components, *(["lines"] if line_fpr is not None else [])]))
+    first = ["object_id", "anomaly_fpr", "score", "percentile", "rank"]
     return table[first + [c for c in table.colnames if c not in first]]
+
+
+def upper_tail_share(values) -> np.ndarray:
+    """Per value, the share of the finite values at least as large (NaN stays NaN): the
+    empirical false-positive rate of flagging at that value in a mostly normal sample."""
+    values = np.asarray(values, np.float64)
+    finite = np.isfinite(values)
+    ordered = np.sort(values[finite])
+    share = (ordered.size - np.searchsorted(ordered, values, side="left")) / max(ordered.size, 1)
+    return np.where(finite, share, np.nan)
+
+
+def combined_fpr(p_values) -> np.ndarray:
+    """min(1, m × min p) over the m finite p-values of each column of (parts, N); NaN if none."""
+    p_values = np.asarray(p_values, np.float64)
+    finite = np.isfinite(p_values)
+    smallest = np.min(np.where(finite, p_values, np.inf), axis=0)
+    count = finite.sum(axis=0)
+    return np.where(count > 0, np.minimum(1.0, count * smallest), np.nan)
 
 
 def _positions(ids: np.ndarray, reference: np.ndarray) -> np.ndarray:

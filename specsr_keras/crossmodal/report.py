@@ -15,16 +15,20 @@ __all__ = ["write_anomalies"]
 GALLERY_MAX = 25
 
 
-def write_anomalies(index_path, out_dir, *, spectra_index=None, top: int = 100,
+def write_anomalies(index_path, out_dir, *, spectra_index=None, results=None, top: int = 100,
                     k: int = 10) -> dict:
-    """anomalies.fits (all), anomalies_top.csv (top), score_histogram.png, gallery.png."""
+    """anomalies.fits (all), anomalies_top.csv (top), score_histogram.png, gallery.png.
+
+    results: a `specsr infer` results table whose `anomaly_fpr` joins by object_id.
+    """
     from specsr_keras.crossmodal.plots import mosaic, object_views, score_histogram
 
     index = read_embeddings(index_path)
     other = read_embeddings(spectra_index) if spectra_index else None
-    table = anomaly_table(index, other, k=k)
+    table = anomaly_table(index, other, k=k, line_fpr=results and line_fpr_of(results))
     table.meta.update(SOFTWARE=f"specsr {specsr_keras.__version__}",
-                      INDEX=str(index_path)[-60:], OTHER=str(spectra_index or "")[-60:])
+                      INDEX=str(index_path)[-60:], OTHER=str(spectra_index or "")[-60:],
+                      RESULTS=str(results or "")[-60:])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files = [out / "anomalies.fits", out / "anomalies_top.csv", out / "score_histogram.png",
@@ -42,8 +46,23 @@ def write_anomalies(index_path, out_dir, *, spectra_index=None, top: int = 100,
     views_by_id = dict(zip([oid for oid, p in zip(shown["object_id"], positions, strict=True)
                             if p >= 0], views, strict=True))
     mosaic([views_by_id.get(oid) for oid in shown["object_id"]],
-           [f"#{r} {oid} s={s:.1f}" for r, oid, s in zip(shown["rank"], shown["object_id"],
-                                                        np.asarray(shown["score"]), strict=True)],
+           [f"#{r} {oid} FPR={p:.2g}" for r, oid, p in zip(shown["rank"], shown["object_id"],
+                                                           np.asarray(shown["anomaly_fpr"]), strict=True)],
            files[3], title="most anomalous objects")
     return {"table": table, "n": len(table), "files": [str(f) for f in files],
             "components": table.meta["COMPS"]}
+
+
+def line_fpr_of(results) -> dict:
+    """{object_id: anomaly_fpr} of a `specsr infer` results table (FITS, one row per object)."""
+    from astropy.table import Table
+
+    from specsr_keras.data.records import SpecsrInputError
+
+    table = Table.read(results)
+    missing = [c for c in ("object_id", "anomaly_fpr") if c not in table.colnames]
+    if missing:
+        raise SpecsrInputError(results, f"lacks column(s) {', '.join(missing)}: give the results.fits "
+                                        "of `specsr infer` for --results")
+    return dict(zip(np.asarray(table["object_id"]).astype(str), np.asarray(table["anomaly_fpr"], np.float64),
+                    strict=True))

@@ -29,7 +29,9 @@ __all__ = ["CrossModalInputs", "HEADLINE_INSTRUMENT", "HeldOutSet", "domain_gap_
 
 # The model's column scoring how badly it explains a spectrum (the first a predictor has).
 ANOMALY_SCORE_COLUMNS = ("reconstruction_chi2", "fit_chi2_dof", "sample_spread")
-# Every anomaly column measured per class (anomaly_by_class), with the broad-line test's FPR.
+# Every anomaly column measured per class (anomaly_by_class): the false-positive-rate
+# columns of the line-model tests (measure/broadline.py), then the raw scores.
+CLASS_P_COLUMNS = ("anomaly_fpr", "broad_line_p", "narrow_model_p")
 CLASS_SCORE_COLUMNS = ("broad_line_dchi2", *ANOMALY_SCORE_COLUMNS)
 # The flat metrics describe this instrument's set (the first set if none is Euclid-like).
 HEADLINE_INSTRUMENT = "euclid_nisp_red"
@@ -73,7 +75,7 @@ def evaluate(model: str, data_dirs, out_dir, *, max_examples: int | None = None,
     if headline.line_truth:
         extra["anomaly_by_class"] = anomaly_by_class(
             {name: specsr[name] for name in CLASS_SCORE_COLUMNS if name in specsr}, headline.truth,
-            specsr.get("broad_line_p"))
+            {name: specsr[name] for name in CLASS_P_COLUMNS if name in specsr})
     gaps = domain_gap_metrics(reference, [s for s in sets if s.provenance["kind"] == "real"],
                               Path(out_dir), max_examples, reporter)
     metrics = {
@@ -91,7 +93,10 @@ def evaluate(model: str, data_dirs, out_dir, *, max_examples: int | None = None,
         "domain_gap": gaps,
     }
     anomaly = anomaly_inputs(crossmodal, headline.truth, model_scores)
-    write_report(metrics, sets, Path(out_dir), anomaly=anomaly, reporter=reporter)
+    embeddings = {name: emb for name, emb in (("image", crossmodal.image_embeddings),
+                                              ("spectrum", crossmodal.spectrum_embeddings)) if emb is not None}
+    write_report(metrics, sets, Path(out_dir), anomaly=anomaly, embeddings=embeddings, truth=headline.truth,
+                 reporter=reporter)
     for held_out in sets:  # per-object values, for analyses the report does not make
         held_out.write_estimates(Path(out_dir) / f"estimates_{held_out.name}.fits")
     return metrics

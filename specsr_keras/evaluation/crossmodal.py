@@ -183,20 +183,23 @@ def anomaly_classes(truth: dict) -> dict[str, np.ndarray]:
             "contamination": contaminated & ~broad & ~agn, "normal": ~(agn | broad | contaminated)}
 
 
-def anomaly_by_class(scores: dict[str, np.ndarray], truth: dict, p_values=None) -> dict:
-    """{score name: {class: anomaly_auroc of that class vs the normal galaxies}}, plus, with
-    p_values (a false-positive-rate column such as broad_line_p), "calibration": the share
-    of normal galaxies and of each class at p < ANOMALY_FPR (the first should be <= it)."""
+def anomaly_by_class(scores: dict[str, np.ndarray], truth: dict, p_values: dict | None = None) -> dict:
+    """{score name: {class: anomaly_auroc of that class vs the normal galaxies}} for every
+    score and every false-positive-rate column of p_values ({name: (N,)}, e.g. anomaly_fpr,
+    ranked by -log10 p), plus "calibration": {p name: the share of normal galaxies and of
+    each class at p < ANOMALY_FPR} (the first should be <= ANOMALY_FPR)."""
     classes = anomaly_classes(truth)
     normal = classes.pop("normal")
+    p_values = {name: np.asarray(p, np.float64) for name, p in (p_values or {}).items()}
+    ranked = {**{name: -np.log10(np.maximum(p, 1e-300)) for name, p in p_values.items()}, **scores}
     out = {name: {label: anomaly_auroc(np.asarray(score)[members | normal], members[members | normal])
                   for label, members in classes.items()}
-           for name, score in scores.items()}
-    if p_values is not None:
-        flagged = np.asarray(p_values) < ANOMALY_FPR
-        out["calibration"] = {"normal": float(flagged[normal].mean()) if normal.any() else float("nan"),
-                              **{label: float(flagged[m].mean()) if m.any() else float("nan")
-                                 for label, m in classes.items()}}
+           for name, score in ranked.items()}
+    if p_values:
+        out["calibration"] = {
+            name: {label: float((p[m] < ANOMALY_FPR).mean()) if m.any() else float("nan")
+                   for label, m in {"normal": normal, **classes}.items()}
+            for name, p in p_values.items()}
     return out
 
 

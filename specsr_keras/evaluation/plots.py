@@ -16,7 +16,7 @@ from specsr_keras.evaluation.metrics import robust_slope
 from specsr_keras.instruments import TARGET_GRID
 from specsr_keras.physics import LINE_WAVELENGTHS, faisst_n2, faisst_n2_scatter
 
-__all__ = ["METHOD_LABELS", "plot_bias_vs_n2", "plot_calibration", "plot_examples",
+__all__ = ["METHOD_LABELS", "plot_bias_vs_n2", "plot_calibration", "plot_embedding_pca", "plot_examples",
            "plot_n2_mass", "plot_n2_vs_truth", "plot_roc"]
 
 METHOD_LABELS = {"specsr": "specsr", "lowres_fit": "low-res fit", "fit_population": "fit x population prior",
@@ -205,6 +205,38 @@ def plot_bias_vs_n2(truth: dict, estimates: dict, path) -> Path:
         ax.set_xlabel("true N2")
         ax.set_ylabel(label)
         ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+# Quantities that colour the shared-space picture, with their colour-bar labels.
+PCA_COLOURS = {"z": "redshift z", "log_mstar": "log10 M* [Msun]", "n2": "N2 [dex]"}
+
+
+def principal_components(embeddings, count: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """First `count` principal-component coordinates (N, count) of (N, D) embeddings and
+    the share of variance each explains (count,)."""
+    centred = np.asarray(embeddings, np.float64) - np.mean(embeddings, axis=0)
+    _, singular, axes = np.linalg.svd(centred, full_matrices=False)
+    return centred @ axes[:count].T, singular[:count] ** 2 / np.sum(singular**2)
+
+
+def plot_embedding_pca(embeddings: dict[str, np.ndarray], truth: dict, path) -> Path:
+    """The shared space projected on its first two principal components, one row per
+    modality ({name: (N, D)}), coloured by each PCA_COLOURS quantity in truth."""
+    colours = {q: label for q, label in PCA_COLOURS.items()
+               if q in truth and np.isfinite(np.asarray(truth[q], float)).any()}
+    fig = Figure(figsize=(3.4 * len(colours), 3.0 * len(embeddings)))
+    for row, (name, emb) in enumerate(embeddings.items()):
+        coords, share = principal_components(emb)
+        for col, (quantity, label) in enumerate(colours.items()):
+            ax = fig.add_subplot(len(embeddings), len(colours), row * len(colours) + col + 1)
+            values = np.asarray(truth[quantity], float)[: len(coords)]
+            lo, hi = np.nanpercentile(values, [2, 98])
+            points = ax.scatter(coords[:, 0], coords[:, 1], c=values, s=4, cmap="viridis", vmin=lo, vmax=hi)
+            fig.colorbar(points, ax=ax, label=label)
+            ax.set_xlabel(f"{name} PC1 ({100 * share[0]:.0f} % of variance)")
+            ax.set_ylabel(f"{name} PC2 ({100 * share[1]:.0f} %)")
     fig.tight_layout()
     return _save(fig, path)
 

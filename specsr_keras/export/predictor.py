@@ -20,7 +20,7 @@ import numpy as np
 import specsr_keras
 from specsr_keras.export.client import check_export_files, load_signatures
 from specsr_keras.instruments import get_instrument
-from specsr_keras.measure.broadline import BROAD_LINE_COLUMNS, broad_line_columns
+from specsr_keras.measure.broadline import ANOMALY_COLUMNS, anomaly_columns
 from specsr_keras.measure.columns import sample_columns
 from specsr_keras.measure.redshift import redshift_guess
 
@@ -31,7 +31,7 @@ class SavedModelPredictor:
     """`Predictor` of kind "samples" over an exported SavedModel directory (holding saved_model.pb)."""
 
     kind = "samples"
-    score_columns = ("reconstruction_chi2", *BROAD_LINE_COLUMNS)
+    score_columns = ("reconstruction_chi2", *ANOMALY_COLUMNS)
     version = specsr_keras.__version__
 
     def __init__(self, path: str | Path):
@@ -89,7 +89,7 @@ class SavedModelPredictor:
         z_guess, flags = redshift_guess(batch, self.instrument)
         graph = self.call_graph(batch, z_guess, seed)
         out = sample_columns(graph, flags)
-        out |= broad_line_columns(batch, out["z_p50"], self.instrument)
+        out |= anomaly_columns(batch, out["z_p50"], self.instrument)
         if save_spectra:
             out["sr_mean"], out["sr_std"] = graph["sr_mean"], graph["sr_std"]
         return out

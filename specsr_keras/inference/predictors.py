@@ -21,7 +21,7 @@ import specsr_keras
 from specsr_keras.export.signatures import SIGNATURES_FILE
 from specsr_keras.instruments import TARGET_GRID, get_instrument
 from specsr_keras.measure import direct_lowres_fit
-from specsr_keras.measure.broadline import BROAD_LINE_COLUMNS, broad_line_columns
+from specsr_keras.measure.broadline import ANOMALY_COLUMNS, anomaly_columns
 from specsr_keras.measure.columns import fit_columns
 from specsr_keras.measure.flags import QualityFlag
 from specsr_keras.measure.redshift import lsf_sigma_rows, redshift_guess
@@ -88,7 +88,7 @@ class BaselinePredictor:
 
     model_id = "baseline"
     kind = "fit"
-    score_columns = ("fit_chi2_dof", *BROAD_LINE_COLUMNS)
+    score_columns = ("fit_chi2_dof", *ANOMALY_COLUMNS)
     samples = 1
     version = specsr_keras.__version__
 
@@ -115,7 +115,7 @@ class BaselinePredictor:
 
     def predict(self, batch, *, samples=None, seed=0, save_spectra=False):
         fit, flags = self.fit(batch)
-        out = fit_columns(fit, flags) | broad_line_columns(batch, fit["z"], self.instrument)
+        out = fit_columns(fit, flags) | anomaly_columns(batch, fit["z"], self.instrument)
         if save_spectra:
             out["sr_mean"], out["sr_std"] = target_grid_model(fit)
         return out

@@ -19,7 +19,7 @@ import numpy as np
 
 import specsr_keras
 from specsr_keras.backend.compile import compiled
-from specsr_keras.measure.broadline import BROAD_LINE_COLUMNS, broad_line_columns
+from specsr_keras.measure.broadline import ANOMALY_COLUMNS, anomaly_columns
 from specsr_keras.measure.columns import sample_columns
 from specsr_keras.measure.redshift import redshift_guess
 from specsr_keras.models.preprocessor import OPTIONAL_RAW, SpectrumPreprocessor
@@ -32,7 +32,7 @@ class SuperResolutionPredictor:
     """`Predictor` of kind "samples" running a Keras SuperResolver."""
 
     kind = "samples"
-    score_columns = ("reconstruction_chi2", *BROAD_LINE_COLUMNS)
+    score_columns = ("reconstruction_chi2", *ANOMALY_COLUMNS)
     version = specsr_keras.__version__
 
     def __init__(self, model: keras.Model, instrument: str, model_id: str, sampler: Sampler | None = None):
@@ -107,7 +107,7 @@ class SuperResolutionPredictor:
     def predict(self, batch, *, samples=None, seed=0, save_spectra=False):
         generated, flags = self.generate(batch, samples=samples, seed=seed)
         out = sample_columns(generated, flags)
-        out |= broad_line_columns(batch, out["z_p50"], self.instrument)
+        out |= anomaly_columns(batch, out["z_p50"], self.instrument)
         if save_spectra:
             out["sr_mean"] = generated["samples"].mean(axis=1).astype(np.float32)
             out["sr_std"] = generated["samples"].std(axis=1).astype(np.float32)

@@ -1,4 +1,5 @@
-"""Broad-line evidence: a likelihood-ratio test for a broad Hα component in a low-res spectrum.
+"""Line-model anomaly tests of a low-res spectrum: broad-line evidence, what a narrow-line
+model cannot explain, and their combined false-positive rate.
 
 At the narrow lines' redshift z (e.g. from `fit_halpha_nii`), two models are linear in
 their fluxes at a fixed narrow dispersion σ_n: (A) narrow Hα, the [NII] and [SII] doublets
@@ -10,6 +11,13 @@ gives ½ δ(0) + ½ χ²(1 dof) (a flux on its bound), so `broad_line_p` = min(1
 P(χ²₁ > Δχ²)) bounds the false-positive rate of calling a normal galaxy broad-lined at that
 Δχ² (Bonferroni over the widths; measured on held-out normal galaxies in `specsr evaluate`).
 A broad Hα of FWHM 1,500–6,000 km/s is resolved at R ~ 450 (Euclid), marginally at R ~ 130.
+
+`narrow_model_p` = P(χ²_dof > χ²(A)) with dof = the window's pixels − A's parameters (line
+fluxes, continuum, σ_n): what a narrow-line galaxy cannot explain (a contaminating
+spectrum, an artefact, a broad line; the data-consistent posterior explains every such
+feature, so its own re-observation χ² cannot). `anomaly_fpr` = min(1, 2 min(broad_line_p,
+narrow_model_p)) (Bonferroni over the two parts) bounds the share of normal galaxies
+flagged at that value: rank a catalogue by it, cut at the false-positive rate you accept.
 """
 
 from __future__ import annotations
@@ -32,10 +40,10 @@ from specsr_keras.measure.linefit import (
 from specsr_keras.measure.redshift import lsf_sigma_rows
 from specsr_keras.physics import FWHM_PER_SIGMA
 
-__all__ = ["BROAD_FWHM_GRID_KMS", "BROAD_LINE_COLUMNS", "broad_line_columns", "broad_line_test"]
+__all__ = ["ANOMALY_COLUMNS", "BROAD_FWHM_GRID_KMS", "anomaly_columns", "broad_line_test"]
 
-# Result columns of every spectrum predictor (`broad_line_columns`).
-BROAD_LINE_COLUMNS = ("broad_line_dchi2", "broad_line_fwhm_kms", "broad_line_p")
+# Result columns of every spectrum predictor (`anomaly_columns`).
+ANOMALY_COLUMNS = ("broad_line_dchi2", "broad_line_fwhm_kms", "broad_line_p", "narrow_model_p", "anomaly_fpr")
 
 BROAD_FWHM_GRID_KMS = (1000.0, 1500.0, 2500.0, 4000.0, 6000.0)
 NARROW_SIGMA_GRID_KMS = (40.0, 80.0, 130.0, 190.0, 250.0)
@@ -50,8 +58,9 @@ def broad_line_test(wave, flux, ivar, lsf_sigma, z) -> dict[str, np.ndarray]:
     wave: bin edges (L+1,)/(B, L+1) or centres [Å]; flux, ivar (B, L) [1e-17 erg/s/cm²/Å];
     lsf_sigma: LSF sigma per pixel [Å]; z (B,): the narrow lines' redshift. Returns (B,)
     arrays: `broad_line_dchi2`, `broad_line_fwhm_kms` (the best width; NaN when Δχ² = 0),
-    `broad_line_flux` [1e-17 erg/s/cm²], `broad_line_p` (see the module doc; 1 where no
-    test was possible: z not finite, lines off the grid or too few pixels).
+    `broad_line_flux` [1e-17 erg/s/cm²], `broad_line_p`, `narrow_model_p`, `anomaly_fpr`
+    (see the module doc; the p-values are 1 where no test was possible: z not finite,
+    lines off the grid or too few pixels).
     """
     z = np.asarray(z, np.float64)
     testable = np.isfinite(z)
@@ -77,19 +86,24 @@ def broad_line_test(wave, flux, ivar, lsf_sigma, z) -> dict[str, np.ndarray]:
             best_fwhm = np.where(better, fwhm, best_fwhm)
             best_flux = np.where(better, coef[:, len(NARROW_LINES)], best_flux)
     gain = np.maximum(chi2_narrow - chi2_broad, 0.0)
-    p_value = np.minimum(1.0, len(BROAD_FWHM_GRID_KMS) * 0.5 * chi2_distribution.sf(gain, 1))
+    broad_p = np.where(testable, np.minimum(1.0, len(BROAD_FWHM_GRID_KMS) * 0.5 * chi2_distribution.sf(gain, 1)), 1.0)
+    # Parameters of A: line fluxes, the linear continuum's two, and σ_n.
+    dof = np.sum(slab.weight > 0, axis=1) - (len(NARROW_LINES) + 3)
+    narrow_p = np.where(testable & (dof > 0), chi2_distribution.sf(chi2_narrow, np.maximum(dof, 1)), 1.0)
     return {
         "broad_line_dchi2": np.where(testable, gain, np.nan),
         "broad_line_fwhm_kms": np.where(testable & (gain > 0) & (best_flux > 0), best_fwhm, np.nan),
         "broad_line_flux": np.where(testable, best_flux, np.nan),
-        "broad_line_p": np.where(testable, p_value, 1.0),
+        "broad_line_p": broad_p,
+        "narrow_model_p": narrow_p,
+        "anomaly_fpr": np.minimum(1.0, 2.0 * np.minimum(broad_p, narrow_p)),
     }
 
 
-def broad_line_columns(batch: dict, z, instrument: str) -> dict[str, np.ndarray]:
-    """BROAD_LINE_COLUMNS of a predictor batch (spectra on `instrument`'s grid, each row's
+def anomaly_columns(batch: dict, z, instrument: str) -> dict[str, np.ndarray]:
+    """ANOMALY_COLUMNS of a predictor batch (spectra on `instrument`'s grid, each row's
     own LSF from its instrument_id and source size) at the predicted redshifts z (B,)."""
     flux = np.asarray(batch["lowres_flux"], np.float64)
     ivar = np.where(np.asarray(batch["lowres_mask"], bool), 0.0, np.asarray(batch["lowres_ivar"], np.float64))
     test = broad_line_test(get_instrument(instrument).bin_edges, flux, ivar, lsf_sigma_rows(batch, instrument), z)
-    return {name: test[name] for name in BROAD_LINE_COLUMNS}
+    return {name: test[name] for name in ANOMALY_COLUMNS}

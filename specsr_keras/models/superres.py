@@ -45,7 +45,7 @@ register = keras.saving.register_keras_serializable(package="specsr")
 
 MODALITIES = ("spectrum", "image", "amplitude", "mass")
 # Keep probabilities of each modality in training (the rest of the time it is "missing").
-DEFAULT_MODALITY_KEEP = {"spectrum": 0.5, "image": 0.7, "amplitude": 0.8, "mass": 0.5}
+DEFAULT_MODALITY_KEEP = {"spectrum": 0.5, "image": 0.7, "amplitude": 0.8, "mass": 0.7}
 # Scalar inputs are centred on these typical values before their projection.
 _LOG_MSTAR_CENTRE, _Z_CENTRE = 10.0, 1.4
 

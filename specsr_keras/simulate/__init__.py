@@ -23,7 +23,7 @@ from specsr_keras.simulate.spectra import hires_spectra, line_components, lowres
 __all__ = ["SIMULATOR_VERSION", "TRUTH_FIELDS", "SimulationOptions", "dataset_metadata",
            "iter_simulated_batches", "simulate_galaxies"]
 
-SIMULATOR_VERSION = "2.0.0"
+SIMULATOR_VERSION = "2.1.0"
 # Galaxies per independently seeded chunk of `iter_simulated_batches`; fixed, so a
 # dataset depends only on (n, instrument, seed, options), not on shard size or workers.
 CHUNK_SIZE = 1024
@@ -38,7 +38,7 @@ TRUTH_FIELDS = {
     "oiii_5008_flux": np.float64, "ha_snr": np.float64, "r_eff_arcsec": np.float64,
     "dispersion_sigma_arcsec": np.float64,
     "sersic_n": np.float64, "axis_ratio": np.float64, "av": np.float64, "is_agn": np.bool_,
-    "has_broad": np.bool_, "is_contaminated": np.bool_, "ra": np.float64, "dec": np.float64,
+    "has_broad": np.bool_, "is_contaminated": np.bool_, "off_relation": np.bool_, "ra": np.float64, "dec": np.float64,
 }
 
 

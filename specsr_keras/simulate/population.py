@@ -27,6 +27,14 @@ MS_SCATTER_DEX = 0.2
 FMR_N2_SLOPE = 0.2
 # Star-forming N2 saturates smoothly below this value (top of the Faisst inversion grid).
 N2_STAR_FORMING_CAP = -0.1
+# Star formers outside the fitted relations (unconfirmed choices): galaxies like those of the
+# local universe at the same mass (SDSS star formers and composites reach N2 ~ 0), metal-poor
+# dwarfs, and spectra dominated by diffuse ionised gas or shocks. Their N2 is drawn flat in
+# OFF_RELATION_N2_RANGE whatever their mass, and their rest EW(Hα) is offset by a flat draw
+# in OFF_RELATION_EW_OFFSET_DEX (older, continuum-rich galaxies as well as starbursts).
+# Without them a model trained on the relations follows its prior where real galaxies do not.
+OFF_RELATION_N2_RANGE = (-1.4, 0.0)
+OFF_RELATION_EW_OFFSET_DEX = (-0.5, 0.2)
 # Scatter of A_Hα about Garn & Best 2010 [mag].
 A_HALPHA_SCATTER_MAG = 0.28
 # Gas velocity dispersion, Faber-Jackson-like: sigma = SIGMA_V_AT_1E10 (M*/1e10)^SLOPE
@@ -123,6 +131,8 @@ class SimulationOptions:
     cosmic_rate: float = 0.5  # mean hot pixels / cosmics per low-res spectrum
     hires_snr_factor: float = 1.0  # Hα S/N at R=3600 / Hα S/N of the grism (docs/science.md ceiling)
     log_mstar_range: tuple[float, float] = (8.5, 11.5)
+    # Share of star formers outside the fitted relations (OFF_RELATION_*; 1 = all of them).
+    off_relation_fraction: float = 0.2
     # Stress tests of galaxies outside the fitted relations: star-forming N2 shifted by this
     # [dex] above the Faisst-based relation (before the soft cap), and rest EW(Hα) by this
     # [dex] (negative = more continuum and relatively deeper Balmer absorption).
@@ -200,8 +210,10 @@ def _draw_candidates(rng, n, instrument, options):
     extra = np.sqrt(np.maximum(total_scatter**2 - (FMR_N2_SLOPE * MS_SCATTER_DEX) ** 2, 0.0))
     n2_sf = faisst_n2_fast(log_mass, z) + fmr + extra * rng.standard_normal(n) + options.n2_offset_dex
     n2_sf = _soft_cap(n2_sf, N2_STAR_FORMING_CAP)
-    g["oh12"] = physics.n2_to_metallicity(n2_sf)
     g["is_agn"] = is_agn = rng.random(n) < options.agn_fraction
+    g["off_relation"] = off = ~is_agn & (rng.random(n) < options.off_relation_fraction)
+    n2_sf = np.where(off, _uniform(rng, OFF_RELATION_N2_RANGE, n), n2_sf)
+    g["oh12"] = physics.n2_to_metallicity(n2_sf)
     g["n2"] = n2 = np.where(is_agn, _uniform(rng, AGN_N2_RANGE, n), n2_sf)
 
     # Line fluxes [1e-17 erg/s/cm²], observed (attenuated).
@@ -256,7 +268,9 @@ def _draw_broad(g, rng, n, options):
 def _draw_continuum(g, rng, n, options):
     """Continuum at observed Hα from EW(Hα) vs sSFR, its shape, and Balmer absorption."""
     log_ssfr = g["log_sfr"] - g["log_mstar"] + 8.7
-    ew = np.clip(10.0 ** (EW_HA_AT_SSFR_M87 + EW_HA_SSFR_SLOPE * log_ssfr + options.ew_offset_dex
+    ew_offset = options.ew_offset_dex + np.where(
+        g["off_relation"], _uniform(rng, OFF_RELATION_EW_OFFSET_DEX, n), 0.0)
+    ew = np.clip(10.0 ** (EW_HA_AT_SSFR_M87 + EW_HA_SSFR_SLOPE * log_ssfr + ew_offset
                           + rng.normal(0.0, EW_HA_SCATTER_DEX, n)), *EW_HA_RANGE)
     g["ew_ha_rest"] = ew
     scale = 1.0 if options.continuum else 0.0
