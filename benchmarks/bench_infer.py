@@ -116,7 +116,7 @@ def main(argv=None) -> dict:
         dask = dask_comparison(catalogs[0], args.dask_workers, Path(scratch))
         model = args.model and model_throughput(args.model, data_dir, Path(scratch))
     ratio = runs[-1]["peak_rss_mb"] / runs[0]["peak_rss_mb"]
-    report = {"benchmark": "specsr infer, baseline predictor, single process",
+    report = {"benchmark": "specsr infer, baseline predictor, single process (model: the SavedModel vs its sampler)",
               "chunk_rows": CHUNK_ROWS, "batch": BATCH, "runs": runs,
               "rss_ratio_largest_to_smallest": round(ratio, 3),
               "rss_ratio_target": RSS_RATIO_TARGET, "dask": dask, "model": model, "machine": machine()}

@@ -32,7 +32,8 @@ def simulate(
         "0 = flux-limited sample, 1.5 populates the bright bins for training/evaluation.")] = 0.0,
     n2_offset_dex: Annotated[float, typer.Option(
         help="Stress test: shift star-forming N2 by this many dex above the simulator's "
-        "Faisst-based relation (galaxies outside the fitted relation).")] = 0.0,
+        "Faisst-based relation (galaxies on it; add --off-relation-fraction 0 to shift every "
+        "star former).")] = 0.0,
     ew_offset_dex: Annotated[float, typer.Option(
         help="Stress test: shift the rest EW(Hα) by this many dex (negative: more continuum "
         "and relatively deeper Balmer absorption).")] = 0.0,

@@ -12,6 +12,9 @@ from astropy.table import Table
 from specsr_keras.simulate import simulate_galaxies
 
 EUCLID = "euclid_nisp_red"
+# The shipped model directory and its one SavedModel version.
+SHIPPED = Path(__file__).resolve().parents[1] / "saved_models" / "specsr"
+SHIPPED_SAVEDMODEL = max((p for p in SHIPPED.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
 
 
 def simulated_columns(n: int, seed: int = 0) -> dict:

@@ -30,10 +30,9 @@ from specsr_keras.physics import LINE_REGION_A
 from specsr_keras.simulate import dataset_metadata, simulate_galaxies
 from specsr_keras.spectral.band import finer_grid_ivar_factor
 from tests.inference_fixtures import EUCLID, simulated_columns, write_table
+from tests.inference_fixtures import SHIPPED_SAVEDMODEL as SHIPPED
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = max((p for p in (REPO / "saved_models" / "specsr").iterdir() if p.name.isdigit()),
-              key=lambda p: int(p.name))  # the one SavedModel shipped
 N = 6
 runner = CliRunner()
 

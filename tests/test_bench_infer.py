@@ -1,19 +1,15 @@
 """The infer benchmark (slow: `make bench`): memory must not grow with the catalog size, and
 `specsr infer` with the shipped model is timed against that model's own sampler."""
 
-from pathlib import Path
-
 import pytest
 
 from benchmarks.bench_infer import MODEL_ROWS, RSS_RATIO_TARGET, main
-
-SHIPPED = Path(__file__).resolve().parents[1] / "saved_models" / "specsr"
+from tests.inference_fixtures import SHIPPED_SAVEDMODEL
 
 
 @pytest.mark.slow
 def test_infer_peak_rss_is_independent_of_catalog_size():
-    model = max((p for p in SHIPPED.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
-    report = main(["--sizes", "10000,100000", "--model", str(model)])
+    report = main(["--sizes", "10000,100000", "--model", str(SHIPPED_SAVEDMODEL)])
     assert [run["rows"] for run in report["runs"]] == [10000, 100000]
     assert report["rss_ratio_largest_to_smallest"] <= RSS_RATIO_TARGET
     dask = report["dask"]

@@ -38,6 +38,23 @@ def test_normal_galaxies_are_flagged_at_no_more_than_the_stated_rate():
     assert np.mean(test["anomaly_fpr"] < 0.01) <= 0.02
 
 
+def test_a_redshift_a_few_1e4_off_keeps_the_rates():
+    """The given z (a model's z_p50) is a few 1e-4 off at low S/N: the narrow model refits
+    the velocity, so normal galaxies are not flagged for a misplaced line."""
+    edges, flux, ivar, lsf, z = _spectra(400, seed=6)
+    offset = np.where(np.arange(400) % 2, 1.0, -1.0) * 5e-4 * (1 + z)
+    test = broad_line_test(edges, flux, ivar, lsf, z + offset)
+    assert np.mean(test["narrow_model_p"] < 0.01) <= 0.025
+    assert np.mean(test["anomaly_fpr"] < 0.01) <= 0.02
+
+
+def test_bonferroni_counts_every_part_and_skips_missing_ones():
+    from specsr_keras.measure.stats import bonferroni
+
+    p = np.array([[0.01, np.nan, np.nan, 0.6], [0.5, 0.2, np.nan, 0.7]])
+    np.testing.assert_allclose(bonferroni(p), [0.02, 0.4, np.nan, 1.0])
+
+
 def test_a_feature_no_narrow_line_explains_fails_the_narrow_model():
     """A contaminating zeroth-order-like peak 150 Å redward of Hα, 2x its flux: not a line
     of the narrow model, nor a broad Hα; the narrow-model χ² finds it."""
@@ -55,7 +72,7 @@ def test_a_resolved_broad_halpha_is_found_with_its_width():
     test = broad_line_test(edges, flux, ivar, lsf, z)
     assert np.mean(test["broad_line_p"] < 0.01) > 0.85  # 0.92 measured (broad flux S/N ~ 10)
     assert np.median(test["broad_line_fwhm_kms"]) in (2500.0, 4000.0)
-    assert np.mean(test["anomaly_fpr"] < 0.01) > 0.85
+    assert np.mean(test["anomaly_fpr"] < 0.01) > 0.75  # 0.82: the two parts cost a factor 2
     np.testing.assert_allclose(np.median(test["broad_line_flux"]), 60.0, rtol=0.25)
 
 

@@ -179,10 +179,21 @@ def test_anomalies_rank_planted_cross_modal_mismatches_first(tmp_path):
     table = Table.read(out / "anomalies.fits")
     assert table["object_id"][0] == "o3" and table["anomaly_fpr"][0] == pytest.approx(4e-6)
     assert np.isnan(np.ma.filled(table["p_lines"], np.nan)[table["object_id"] == "o5"][0])
-    Table({"object_id": ["o3"]}).write(tmp_path / "bad.fits")
-    result = CliRunner().invoke(app, ["anomalies", "--index", str(tmp_path / "img.h5"), "--results",
-                                      str(tmp_path / "bad.fits"), "--out", str(out)])
-    assert result.exit_code != 0 and "anomaly_fpr" in result.output and len(result.output.strip().splitlines()) == 1
+    for bad, message in (({"object_id": ["o3"]}, "anomaly_fpr"),
+                         ({"object_id": ["x1", "x2"], "anomaly_fpr": [0.1, 0.2]}, "no object_id matches"),
+                         ({"object_id": ["o3", "o3"], "anomaly_fpr": [0.1, 0.2]}, "appears 2 times")):
+        Table(bad).write(tmp_path / "bad.fits", overwrite=True)
+        result = runner.invoke(app, ["anomalies", "--index", str(tmp_path / "img.h5"), "--results",
+                                     str(tmp_path / "bad.fits"), "--out", str(out)])
+        assert result.exit_code != 0 and message in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+
+
+def test_upper_tail_share_is_the_empirical_false_positive_rate():
+    from specsr_keras.crossmodal.anomalies import upper_tail_share
+
+    share = upper_tail_share([1.0, 3.0, 3.0, 2.0, np.nan])
+    np.testing.assert_allclose(share, [1.0, 0.5, 0.5, 0.75, np.nan])  # ties share the larger rate
 
 
 def test_anomaly_table_keeps_objects_found_in_one_index_only():

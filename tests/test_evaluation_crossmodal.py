@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from specsr_keras.evaluation.crossmodal import (
+    anomaly_by_class,
     anomaly_auroc,
     generation_metrics,
     knn_r2,
@@ -71,3 +72,18 @@ def test_probes_read_a_quantity_from_an_informative_space_and_not_from_noise():
     assert set(probes["spectrum"]) == {"z", "log_mstar"} and probes["spectrum"]["log_mstar"]["linear"] > 0.98
     pooled = pooled_retrieval(informative, informative + 1e-4 * rng.normal(size=informative.shape), 256)
     assert pooled["pools"] == 2 and pooled["top1"] > 0.9
+
+
+def test_anomaly_by_class_ranks_p_columns_and_measures_their_false_positive_rate():
+    n = 400
+    truth = {"is_agn": np.zeros(n, bool), "has_broad": np.zeros(n, bool), "is_contaminated": np.zeros(n, bool)}
+    truth["is_agn"][:40] = True
+    rng = np.random.default_rng(2)
+    p = rng.uniform(size=n)  # uniform for normal galaxies: 1 % below 0.01
+    p[:40] = 1e-6  # every AGN found
+    out = anomaly_by_class({}, truth, {"anomaly_fpr": p})
+    assert out["anomaly_fpr"]["broad-line AGN"]["auroc"] == 1.0  # ranked by -log10 p: small p first
+    calibration = out["calibration"]["anomaly_fpr"]
+    assert calibration["broad-line AGN"] == 1.0
+    assert calibration["normal"] == pytest.approx(np.mean(p[40:] < 0.01))
+    assert np.isnan(calibration["contamination"])  # no such object

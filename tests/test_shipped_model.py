@@ -1,7 +1,6 @@
 """The shipped model saved_models/specsr: it loads, super-resolves, fine-tunes from, and its
 model card is what the committed files say (CI never retrains it)."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,9 +9,7 @@ from specsr_keras.inference.predictors import load_predictor
 from specsr_keras.ship.model_card import write_model_card
 from specsr_keras.ship.shipping import REPORT_FILES
 from specsr_keras.simulate import simulate_galaxies
-
-SHIPPED = Path(__file__).resolve().parents[1] / "saved_models" / "specsr"
-VERSION = max(int(p.name) for p in SHIPPED.iterdir() if p.name.isdigit())  # the one SavedModel shipped
+from tests.inference_fixtures import SHIPPED, SHIPPED_SAVEDMODEL
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +19,7 @@ def bright_euclid():
 
 
 def test_shipped_savedmodel_resolves_nii_of_bright_galaxies(bright_euclid):
-    predictor = load_predictor(str(SHIPPED / str(VERSION)))
+    predictor = load_predictor(str(SHIPPED_SAVEDMODEL))
     batch = {k: bright_euclid[k] for k in ("lowres_flux", "lowres_ivar", "lowres_mask", "z_prior")}
     batch["instrument_id"] = np.full(12, 1)
     batch["source_sigma_arcsec"] = np.full(12, np.nan)
@@ -52,15 +49,15 @@ def test_shipped_run_initialises_a_fine_tune():  # JAX-trained weights, loaded u
 def test_model_card_is_generated_from_the_shipped_files(tmp_path):
     reports = sorted(p for p in (SHIPPED / "evaluation").iterdir() if p.is_dir())
     assert reports and all((r / name).is_file() for r in reports for name in REPORT_FILES)
-    card = write_model_card(SHIPPED / "run", reports, tmp_path / "MODEL_CARD.md", saved_model=SHIPPED / str(VERSION),
-                            title=f"specsr/{VERSION}")
+    card = write_model_card(SHIPPED / "run", reports, tmp_path / "MODEL_CARD.md", saved_model=SHIPPED_SAVEDMODEL,
+                            title=f"specsr/{SHIPPED_SAVEDMODEL.name}")
     assert card.read_text() == (SHIPPED / "MODEL_CARD.md").read_text()
 
 
 def test_shipped_savedmodel_passes_serving_check_against_its_shipped_run():
     from specsr_keras.export.serving_check import run_serving_check
 
-    report = run_serving_check(SHIPPED / str(VERSION), n=1)  # fresh TF process; run found via "../run"
+    report = run_serving_check(SHIPPED_SAVEDMODEL, n=1)  # fresh TF process; run found via "../run"
     assert report["parity"]["ok"], report["parity"]
 
 
@@ -85,11 +82,11 @@ def test_specsr_infer_runs_the_shipped_savedmodel_with_its_own_defaults(bright_e
     table.meta["INSTRUME"] = "euclid_nisp_red"
     table.write(catalog)
     out = tmp_path / "run"
-    result = CliRunner().invoke(app, ["infer", str(catalog), "--model", str(SHIPPED / str(VERSION)), "--out", str(out)])
+    result = CliRunner().invoke(app, ["infer", str(catalog), "--model", str(SHIPPED_SAVEDMODEL), "--out", str(out)])
     assert result.exit_code == 0, result.output
     results = Table.read(out / "results.fits")
     assert len(results) == 4 and np.all(np.isfinite(results["n2_p50"]))
-    predictor = load_predictor(str(SHIPPED / str(VERSION)))
+    predictor = load_predictor(str(SHIPPED_SAVEDMODEL))
     batch = {k: bright_euclid[k][:4] for k in ("lowres_flux", "lowres_ivar", "lowres_mask", "z_prior")}
     batch["instrument_id"] = np.full(4, 1)
     from specsr_keras.inference.runner import chunk_seed

@@ -34,7 +34,8 @@ def test_batch_has_every_contract_field_with_shape_and_dtype(batch):
     for name, (shape, dtype) in expected.items():
         assert batch[name].shape == shape, name
         assert batch[name].dtype == dtype, name
-        assert np.all(np.isfinite(batch[name])), name
+        defined = ~batch["off_relation"] if name == "oh12" else True  # N2 is no metallicity off the relation
+        assert np.all(np.isfinite(batch[name]) | ~defined), name
     np.testing.assert_array_equal(batch["lowres_mask"], batch["lowres_ivar"] == 0)
     assert not batch["hires_mask"].any() and np.all(batch["hires_ivar"] > 0)
     assert np.all(batch["ha_snr"] >= SimulationOptions().min_ha_snr)
@@ -127,6 +128,10 @@ def test_off_relation_galaxies_ignore_mass_and_reach_local_n2():
     assert pop["n2"][off].min() >= -1.4 and pop["n2"][off].max() <= 0.0
     assert np.mean(pop["n2"][off] > -0.2) == pytest.approx(0.2 / 1.4, abs=0.03)
     assert pop["n2"][~off].max() < -0.1  # the relation's soft cap
+    assert np.isnan(pop["oh12"][off]).all() and np.isfinite(pop["oh12"][~off]).all()
+    # EW(Hα) offset flat in -0.5..+0.2 dex: -0.15 dex in the median, same sSFR mix.
+    log_ew = np.log10(pop["ew_ha_rest"])
+    assert np.median(log_ew[off]) - np.median(log_ew[~off]) == pytest.approx(-0.15, abs=0.05)
     every = draw_population(500, get_instrument("euclid"), np.random.default_rng(6),
                             SimulationOptions(min_ha_snr=0.0, off_relation_fraction=1.0))
     assert every["off_relation"][~every["is_agn"]].all()

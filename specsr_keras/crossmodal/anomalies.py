@@ -15,9 +15,9 @@ False-positive rates with named parts: each component's `p_<name>` is the share 
 sample at least as extreme (the calibration on the sample itself, assumed mostly normal),
 and `p_lines` is the `anomaly_fpr` of `specsr infer`'s line-model tests (broad Hα and the
 narrow-line χ², `measure/broadline.py`, calibrated analytically) when its results table is
-given. `anomaly_fpr` = min(1, m × the smallest of an object's m p-values) (Bonferroni over
-the parts) bounds the share of normal objects flagged at that value; the table is ranked
-by it (then by `score`).
+given. `anomaly_fpr` = min(1, m × an object's smallest p-value) over the table's m parts
+(Bonferroni; a part an object lacks still counts in m) bounds the share of normal objects
+flagged at that value; the table is ranked by it (then by `score`).
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ from astropy.table import Table
 
 from specsr_keras.crossmodal.neighbours import knn_mean_distance
 from specsr_keras.crossmodal.store import EmbeddingSet
+from specsr_keras.measure.stats import bonferroni
 
-__all__ = ["MAD_TO_SIGMA", "anomaly_table", "combined_fpr", "robust_standardise", "upper_tail_share"]
+__all__ = ["MAD_TO_SIGMA", "anomaly_table", "robust_standardise", "upper_tail_share"]
 
 MAD_TO_SIGMA = 1.4826
 # Floor on the MAD-based sigma (cosine units) so a degenerate sample does not divide by 0.
@@ -102,7 +103,7 @@ def anomaly_table(index: EmbeddingSet, other: EmbeddingSet | None = None, *,
         p_values["p_lines"] = np.array([line_fpr.get(i, np.nan) for i in ids], np.float64)
     for name, values in p_values.items():
         table[name] = values
-    table["anomaly_fpr"] = combined_fpr(np.vstack(list(p_values.values())))
+    table["anomaly_fpr"] = bonferroni(np.vstack(list(p_values.values())))
     order = np.lexsort((np.where(finite, -score, np.inf), np.nan_to_num(table["anomaly_fpr"], nan=2.0)))
     table = table[order]
     table["rank"] = np.arange(1, n + 1)
@@ -121,15 +122,6 @@ def upper_tail_share(values) -> np.ndarray:
     ordered = np.sort(values[finite])
     share = (ordered.size - np.searchsorted(ordered, values, side="left")) / max(ordered.size, 1)
     return np.where(finite, share, np.nan)
-
-
-def combined_fpr(p_values) -> np.ndarray:
-    """min(1, m × min p) over the m finite p-values of each column of (parts, N); NaN if none."""
-    p_values = np.asarray(p_values, np.float64)
-    finite = np.isfinite(p_values)
-    smallest = np.min(np.where(finite, p_values, np.inf), axis=0)
-    count = finite.sum(axis=0)
-    return np.where(count > 0, np.minimum(1.0, count * smallest), np.nan)
 
 
 def _positions(ids: np.ndarray, reference: np.ndarray) -> np.ndarray:

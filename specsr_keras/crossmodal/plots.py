@@ -70,21 +70,22 @@ def mosaic(views: list, titles: list, path, *, columns: int = 5, title: str = ""
     return Path(path)
 
 
-def score_histogram(scores, path, *, threshold: float | None = None) -> Path:
-    """Histogram of anomaly scores (standardised units) with the top-N threshold marked."""
+def score_histogram(fpr, path, *, threshold: float | None = None) -> Path:
+    """Histogram of -log10 anomaly_fpr (the combined false-positive rate) with the top-N
+    cut (an anomaly_fpr) marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    scores = np.asarray(scores, float)
-    scores = scores[np.isfinite(scores)]
+    fpr = np.asarray(fpr, float)
+    scores = -np.log10(np.maximum(fpr[np.isfinite(fpr)], 1e-300))
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.hist(scores, bins=min(60, max(10, len(scores) // 10)), color="0.5", log=True)
     if threshold is not None and np.isfinite(threshold):
-        ax.axvline(threshold, color="C3", lw=1, label="top-N threshold")
+        ax.axvline(-np.log10(max(threshold, 1e-300)), color="C3", lw=1, label="top-N cut")
         ax.legend(fontsize=8)
-    ax.set_xlabel("anomaly score (robust σ)")
+    ax.set_xlabel("-log10 anomaly_fpr (false-positive rate)")
     ax.set_ylabel("objects")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -25,7 +25,8 @@ def write_anomalies(index_path, out_dir, *, spectra_index=None, results=None, to
 
     index = read_embeddings(index_path)
     other = read_embeddings(spectra_index) if spectra_index else None
-    table = anomaly_table(index, other, k=k, line_fpr=results and line_fpr_of(results))
+    ids = np.concatenate([index.ids, other.ids if other is not None else []]).astype(str)
+    table = anomaly_table(index, other, k=k, line_fpr=results and line_fpr_of(results, ids))
     table.meta.update(SOFTWARE=f"specsr {specsr_keras.__version__}",
                       INDEX=str(index_path)[-60:], OTHER=str(spectra_index or "")[-60:],
                       RESULTS=str(results or "")[-60:])
@@ -36,8 +37,8 @@ def write_anomalies(index_path, out_dir, *, spectra_index=None, results=None, to
     table.write(files[0], overwrite=True)
     top_table = table[:top]
     top_table.write(files[1], format="ascii.csv", overwrite=True)
-    threshold = float(top_table["score"][-1]) if len(top_table) < len(table) else None
-    score_histogram(table["score"], files[2], threshold=threshold)
+    threshold = float(top_table["anomaly_fpr"][-1]) if len(top_table) < len(table) else None
+    score_histogram(table["anomaly_fpr"], files[2], threshold=threshold)
     shown = top_table[:GALLERY_MAX]
     source = index if len(index.ids) else other
     lookup = {value: i for i, value in enumerate(source.ids)}
@@ -53,8 +54,9 @@ def write_anomalies(index_path, out_dir, *, spectra_index=None, results=None, to
             "components": table.meta["COMPS"]}
 
 
-def line_fpr_of(results) -> dict:
-    """{object_id: anomaly_fpr} of a `specsr infer` results table (FITS, one row per object)."""
+def line_fpr_of(results, object_ids) -> dict:
+    """{object_id: anomaly_fpr} of a `specsr infer` results table (FITS, one row per object);
+    SpecsrInputError if a column is missing, an id repeats or no id is among object_ids."""
     from astropy.table import Table
 
     from specsr_keras.data.records import SpecsrInputError
@@ -64,5 +66,10 @@ def line_fpr_of(results) -> dict:
     if missing:
         raise SpecsrInputError(results, f"lacks column(s) {', '.join(missing)}: give the results.fits "
                                         "of `specsr infer` for --results")
-    return dict(zip(np.asarray(table["object_id"]).astype(str), np.asarray(table["anomaly_fpr"], np.float64),
-                    strict=True))
+    ids = np.asarray(table["object_id"]).astype(str)
+    unique, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        raise SpecsrInputError(results, f"object_id {unique[counts > 1][0]!r} appears {counts.max()} times")
+    if not np.isin(ids, np.asarray(object_ids, str)).any():
+        raise SpecsrInputError(results, "no object_id matches the embedding files' ids")
+    return dict(zip(ids, np.asarray(np.ma.filled(table["anomaly_fpr"], np.nan), np.float64), strict=True))

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 import specsr_keras
 from specsr_keras.data.shards import read_manifest
 from specsr_keras.evaluation.crossmodal import CrossModalInputs, anomaly_by_class, anomaly_inputs, crossmodal_metrics
@@ -27,7 +29,8 @@ from specsr_keras.reporting import Reporter
 __all__ = ["CrossModalInputs", "HEADLINE_INSTRUMENT", "HeldOutSet", "domain_gap_metrics", "domain_gap_reference",
            "evaluate", "flat_domain_gap", "flat_metrics"]
 
-# The model's column scoring how badly it explains a spectrum (the first a predictor has).
+# The headline anomaly score: -log10 anomaly_fpr of the line-model tests where the predictor
+# gives it, else the first of these columns scoring how badly it explains a spectrum.
 ANOMALY_SCORE_COLUMNS = ("reconstruction_chi2", "fit_chi2_dof", "sample_spread")
 # Every anomaly column measured per class (anomaly_by_class): the false-positive-rate
 # columns of the line-model tests (measure/broadline.py), then the raw scores.
@@ -68,7 +71,8 @@ def evaluate(model: str, data_dirs, out_dir, *, max_examples: int | None = None,
     crossmodal = crossmodal or CrossModalInputs()
     # Anomaly labels (AGN, broad lines, contamination) are simulation truth.
     specsr = headline.estimates["specsr"]
-    score = next((specsr[k] for k in ANOMALY_SCORE_COLUMNS if k in specsr), None)
+    score = (-np.log10(np.maximum(specsr["anomaly_fpr"], 1e-300)) if "anomaly_fpr" in specsr
+             else next((specsr[k] for k in ANOMALY_SCORE_COLUMNS if k in specsr), None))
     model_scores = score if headline.line_truth else None
     bins = {s.name: set_metrics(s.truth, s.estimates) for s in sets}
     extra = crossmodal_metrics(crossmodal, headline.truth, model_scores)

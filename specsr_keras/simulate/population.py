@@ -212,8 +212,10 @@ def _draw_candidates(rng, n, instrument, options):
     n2_sf = _soft_cap(n2_sf, N2_STAR_FORMING_CAP)
     g["is_agn"] = is_agn = rng.random(n) < options.agn_fraction
     g["off_relation"] = off = ~is_agn & (rng.random(n) < options.off_relation_fraction)
+    # N2 measures metallicity (Pettini & Pagel 2004) on the relation only: off it N2 may be
+    # set by diffuse gas or shocks, so their 12 + log(O/H) is unknown (NaN).
+    g["oh12"] = np.where(off, np.nan, physics.n2_to_metallicity(n2_sf))
     n2_sf = np.where(off, _uniform(rng, OFF_RELATION_N2_RANGE, n), n2_sf)
-    g["oh12"] = physics.n2_to_metallicity(n2_sf)
     g["n2"] = n2 = np.where(is_agn, _uniform(rng, AGN_N2_RANGE, n), n2_sf)
 
     # Line fluxes [1e-17 erg/s/cm²], observed (attenuated).
