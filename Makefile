@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml
 # reports with the shipped model saved_models/specsr (see its MODEL_CARD.md).
 DEMO_SIM := --instrument euclid --snr-weight-power 1.5
 QUICK_EXPORT := $(DEMO)/saved_models/specsr-demo/1
-SHIPPED_VERSION := 3
+SHIPPED_VERSION := 4
 SHIPPED_MODEL := saved_models/specsr/$(SHIPPED_VERSION)
 
 demo: venv $(DEMO)/report/report.md
@@ -69,7 +69,7 @@ SHIPPED_INIT := --init-from $(SHIPPED_INIT_RUN) --init-stages autoencoders,contr
 $(SHIPPED_INIT_RUN)/run.json:
 	mkdir -p $(@D) && git archive 968dd73 saved_models/specsr/run | tar -x --strip-components=3 -C $(@D)
 
-SIM_SETS := train-euclid train-euclid-bright train-g141 train-roman val heldout-euclid heldout-euclid-bright \
+SIM_SETS := train-euclid train-euclid-bright train-g141 train-roman val val-bright heldout-euclid heldout-euclid-bright \
 	heldout-g141 stress-euclid stress-euclid-flat
 shipped-data: $(SIM_SETS:%=$(SIM)/%/manifest.json)
 
@@ -90,6 +90,8 @@ $(SIM)/train-roman/manifest.json:
 	$(NICE) $(SPECSR) simulate --n 5000 --instrument roman --snr-weight-power 2 --seed 33 --out $(@D) --overwrite
 $(SIM)/val/manifest.json:
 	$(NICE) $(SPECSR) simulate --n 1000 --instrument euclid --snr-weight-power 2 --seed 34 --out $(@D) --overwrite
+$(SIM)/val-bright/manifest.json:
+	$(NICE) $(SPECSR) simulate --n 300 --instrument euclid --noise-scale 0.2 --min-ha-snr 20 --seed 36 --out $(@D) --overwrite
 $(SIM)/heldout-euclid/manifest.json:
 	$(NICE) $(SPECSR) simulate --n 1500 --instrument euclid --snr-weight-power 2.5 --seed 41 --out $(@D) --plot --overwrite
 $(SIM)/heldout-euclid-bright/manifest.json:

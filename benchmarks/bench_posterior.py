@@ -7,7 +7,8 @@ Variants (sampler settings of one trained model, `models/samplers.py`):
   off), every clean estimate conditioned on the observed pixels (the default);
 - `guided+amortised`: both (counts the data twice, see the module docstring of samplers);
 - `... + draws`: eta = 1 and x0 drawn from the Gaussian posterior at every step;
-- `... + half prior`: the prior covariance of the data step halved (a weaker pull).
+- `... + half / double prior`: the prior covariance of the data step halved (the data
+  step pulls the denoiser's estimate less toward the observed pixels) or doubled (more).
 Each variant runs `specsr_keras.evaluation.evaluate` over the sets (reports under
 `--out/<variant>/`), and the benchmark collects per set and Hα S/N bin: N2 NMAD and bias
 (bootstrap 68 % intervals), estimate-vs-truth and calibration slopes, 68 / 95 % coverage, Hα
@@ -43,6 +44,10 @@ VARIANTS = {
     "guided+amortised + draws": {"amortised": True, "data_consistency": True, **_DRAWS},
     "guided+amortised + half prior": {"amortised": True, "data_consistency": True, "prior_scale": 0.5,
                                       **_DETERMINISTIC},
+    "guided+amortised + draws + half prior": {"amortised": True, "data_consistency": True, "prior_scale": 0.5,
+                                              **_DRAWS},
+    "guided+amortised + draws + double prior": {"amortised": True, "data_consistency": True, "prior_scale": 2.0,
+                                                **_DRAWS},
 }
 METHODS = ("specsr", "lowres_fit", "fit_population", "fit_faisst", "faisst", "constant", "ceiling")
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from specsr_keras.evaluation.crossmodal import (
-    anomaly_by_class,
     anomaly_auroc,
+    anomaly_by_class,
     generation_metrics,
     knn_r2,
     retrieval_top_k,
