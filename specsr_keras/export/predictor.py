@@ -92,4 +92,5 @@ class SavedModelPredictor:
         out |= anomaly_columns(batch, out["z_p50"], self.instrument)
         if save_spectra:
             out["sr_mean"], out["sr_std"] = graph["sr_mean"], graph["sr_std"]
+            out["sr_z_place"] = np.asarray(graph["z_place"], np.float64)
         return out

@@ -81,4 +81,5 @@ class ImageSpectrumPredictor:
         del columns["reconstruction_chi2"]
         if save_spectra:
             columns["sr_mean"], columns["sr_std"] = mean.astype(np.float32), std.astype(np.float32)
+            columns["sr_z_place"] = np.asarray(z_place, np.float64)
         return columns

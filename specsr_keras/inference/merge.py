@@ -13,7 +13,8 @@ model or `fit_chi2_dof` of the direct fit; `broad_line_dchi2`, `broad_line_fwhm_
 their combined false-positive rate `anomaly_fpr`, `measure.broadline`; `sample_spread` for spectra
 generated from images), flags (QualityFlag bits,
 docs/scale-out.md) and, with --save-spectra, sr_mean and sr_std (320,)
-[1e-17 erg s^-1 cm^-2 Å^-1] on the rest-frame TARGET_GRID.
+[1e-17 erg s^-1 cm^-2 Å^-1] on the rest-frame TARGET_GRID placed at sr_z_place (observed
+wavelength = rest x (1 + sr_z_place)).
 quarantine.fits: row, object_id, reason ("code: detail").
 """
 
@@ -28,7 +29,6 @@ from astropy.table import Table
 
 from specsr_keras.data.fits_table import FitsTableWriter
 from specsr_keras.inference.manifest import QUARANTINE_NAME, RESULTS_NAME, Manifest, chunk_path
-from specsr_keras.inference.predictors import SPECTRUM_COLUMNS
 from specsr_keras.measure.flags import QualityFlag
 from specsr_keras.reporting import Reporter
 from specsr_keras.schema import PERCENTILES, QUANTITIES, QUANTITY_UNITS
@@ -39,7 +39,7 @@ __all__ = ["RESULT_UNITS", "merge_run"]
 # FITS TUNIT of the result columns (FITS has no dex: N2 is described in the header instead).
 RESULT_UNITS = {
     **{f"{q}_{p}": QUANTITY_UNITS[q] for q in QUANTITIES for p in PERCENTILES if QUANTITY_UNITS[q] not in ("", DEX)},
-    **{name: FLUX for name in SPECTRUM_COLUMNS},
+    **{name: FLUX for name in ("sr_mean", "sr_std")},
 }
 
 

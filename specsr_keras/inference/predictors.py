@@ -32,7 +32,8 @@ from specsr_keras.spectral.kernel import binned_gaussian
 __all__ = ["BaselinePredictor", "Predictor", "cached_predictor", "empty_outputs", "load_predictor",
            "output_columns"]
 
-SPECTRUM_COLUMNS = ("sr_mean", "sr_std")
+# With save_spectra: the window's mean and spread (B, 320) and the redshift placing it (B,).
+SPECTRUM_COLUMNS = ("sr_mean", "sr_std", "sr_z_place")
 DEFAULT_INSTRUMENT = "euclid_nisp_red"
 
 
@@ -45,7 +46,8 @@ class Predictor(Protocol):
     source_sigma_arcsec (B,) (source size along the dispersion, NaN = unknown), image,
     has_image, log_mstar_catalog. Returns the `output_columns(predictor, ...)` arrays (B,):
     `measure.columns` percentiles, the predictor's `score_columns`, `flags` (QualityFlag
-    bits) and, with save_spectra, `sr_mean`, `sr_std` (B, 320). `samples` None means the
+    bits) and, with save_spectra, `sr_mean`, `sr_std` (B, 320) on TARGET_GRID placed at
+    `sr_z_place` (B,) (observed wavelength = rest x (1 + sr_z_place)). `samples` None means the
     predictor's default. The same batch, samples and seed give the same output.
     """
 
@@ -69,7 +71,7 @@ def empty_outputs(predictor, save_spectra: bool) -> dict[str, np.ndarray]:
     out = {name: np.zeros(0) for name in output_columns(predictor, save_spectra)}
     out["flags"] = np.zeros(0, np.int64)
     out.update({name: np.zeros((0, TARGET_GRID.n_pixels), np.float32)
-                for name in SPECTRUM_COLUMNS if save_spectra})
+                for name in ("sr_mean", "sr_std") if save_spectra})
     return out
 
 
@@ -118,6 +120,7 @@ class BaselinePredictor:
         out = fit_columns(fit, flags) | anomaly_columns(batch, fit["z"], self.instrument)
         if save_spectra:
             out["sr_mean"], out["sr_std"] = target_grid_model(fit)
+            out["sr_z_place"] = np.asarray(fit["z"], np.float64)
         return out
 
 

@@ -111,4 +111,5 @@ class SuperResolutionPredictor:
         if save_spectra:
             out["sr_mean"] = generated["samples"].mean(axis=1).astype(np.float32)
             out["sr_std"] = generated["samples"].std(axis=1).astype(np.float32)
+            out["sr_z_place"] = np.asarray(generated["z_place"], np.float64)
         return out
