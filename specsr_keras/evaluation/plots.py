@@ -226,7 +226,7 @@ def plot_embedding_pca(embeddings: dict[str, np.ndarray], truth: dict, path) -> 
     modality ({name: (N, D)}), coloured by each PCA_COLOURS quantity in truth."""
     colours = {q: label for q, label in PCA_COLOURS.items()
                if q in truth and np.isfinite(np.asarray(truth[q], float)).any()}
-    fig = Figure(figsize=(3.4 * len(colours), 3.0 * len(embeddings)))
+    fig = Figure(figsize=(4.2 * len(colours), 3.0 * len(embeddings)))
     for row, (name, emb) in enumerate(embeddings.items()):
         coords, share = principal_components(emb)
         for col, (quantity, label) in enumerate(colours.items()):
