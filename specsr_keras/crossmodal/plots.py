@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from specsr_keras.crossmodal.store import EmbeddingSet
+from specsr_keras.measure.stats import fpr_score
 
 __all__ = ["object_views", "mosaic", "score_histogram"]
 
@@ -78,12 +79,12 @@ def score_histogram(fpr, path, *, threshold: float | None = None) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fpr = np.asarray(fpr, float)
-    scores = -np.log10(np.maximum(fpr[np.isfinite(fpr)], 1e-300))
+    scores = fpr_score(fpr)
+    scores = scores[np.isfinite(scores)]
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.hist(scores, bins=min(60, max(10, len(scores) // 10)), color="0.5", log=True)
     if threshold is not None and np.isfinite(threshold):
-        ax.axvline(-np.log10(max(threshold, 1e-300)), color="C3", lw=1, label="top-N cut")
+        ax.axvline(fpr_score(threshold), color="C3", lw=1, label="top-N cut")
         ax.legend(fontsize=8)
     ax.set_xlabel("-log10 anomaly_fpr (false-positive rate)")
     ax.set_ylabel("objects")

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 import specsr_keras
 from specsr_keras.data.shards import read_manifest
 from specsr_keras.evaluation.crossmodal import CrossModalInputs, anomaly_by_class, anomaly_inputs, crossmodal_metrics
@@ -24,6 +22,7 @@ from specsr_keras.evaluation.domain_gap import STATISTICS as DOMAIN_GAP_STATISTI
 from specsr_keras.evaluation.heldout import HeldOutSet, run_held_out_set
 from specsr_keras.evaluation.metrics import HEADLINE_MIN_SNR, set_metrics
 from specsr_keras.evaluation.report import FIGURE_DIR, write_report
+from specsr_keras.measure.stats import fpr_score
 from specsr_keras.reporting import Reporter
 
 __all__ = ["CrossModalInputs", "HEADLINE_INSTRUMENT", "HeldOutSet", "domain_gap_metrics", "domain_gap_reference",
@@ -71,7 +70,7 @@ def evaluate(model: str, data_dirs, out_dir, *, max_examples: int | None = None,
     crossmodal = crossmodal or CrossModalInputs()
     # Anomaly labels (AGN, broad lines, contamination) are simulation truth.
     specsr = headline.estimates["specsr"]
-    score = (-np.log10(np.maximum(specsr["anomaly_fpr"], 1e-300)) if "anomaly_fpr" in specsr
+    score = (fpr_score(specsr["anomaly_fpr"]) if "anomaly_fpr" in specsr
              else next((specsr[k] for k in ANOMALY_SCORE_COLUMNS if k in specsr), None))
     model_scores = score if headline.line_truth else None
     bins = {s.name: set_metrics(s.truth, s.estimates) for s in sets}

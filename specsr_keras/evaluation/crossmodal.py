@@ -12,6 +12,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from specsr_keras.evaluation.metrics import nmad
+from specsr_keras.measure.stats import fpr_score
 
 __all__ = ["CrossModalInputs", "anomaly_auroc", "anomaly_by_class", "anomaly_inputs", "crossmodal_metrics",
            "generation_metrics", "knn_r2", "linear_r2", "pooled_retrieval", "probe_metrics", "retrieval_top_k",
@@ -191,7 +192,7 @@ def anomaly_by_class(scores: dict[str, np.ndarray], truth: dict, p_values: dict 
     classes = anomaly_classes(truth)
     normal = classes.pop("normal")
     p_values = {name: np.asarray(p, np.float64) for name, p in (p_values or {}).items()}
-    ranked = {**{name: -np.log10(np.maximum(p, 1e-300)) for name, p in p_values.items()}, **scores}
+    ranked = {**{name: fpr_score(p) for name, p in p_values.items()}, **scores}
     out = {name: {label: anomaly_auroc(np.asarray(score)[members | normal], members[members | normal])
                   for label, members in classes.items()}
            for name, score in ranked.items()}

@@ -10,9 +10,10 @@
 `specsr_keras.data.readers.read_spectra` reads, or a (wavelength, flux, ivar) tuple
 (numpy arrays in Å and 1e-17 erg s^-1 cm^-2 Å^-1, or astropy Quantities in any convertible
 unit). The returned astropy Table has one row per input spectrum in input order: the
-`specsr infer` result columns with units (N2 in dex; docs/scale-out.md has the flags), `sr_mean` /
-`sr_std` (320,) [1e-17 erg s^-1 cm^-2 Å^-1] on the rest-frame TARGET_GRID placed at the
-row's z, and `reason` ("" = used; otherwise the quarantine reason, and NaN values).
+`specsr infer` result columns with units (N2 in dex; docs/scale-out.md has the flags),
+`sr_mean` / `sr_std` (320,) [1e-17 erg s^-1 cm^-2 Å^-1] on the rest-frame TARGET_GRID
+placed at `sr_z_place` (observed wavelength = rest x (1 + sr_z_place)), and `reason`
+("" = used; otherwise the quarantine reason, and NaN values).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from specsr_keras.data.records import Spectrum
 from specsr_keras.inference.catalog import RawRows
 from specsr_keras.inference.predictors import cached_predictor
 from specsr_keras.inference.runner import InferConfig, predict_rows, resolved_samples, run_inference
-from specsr_keras.units import FLUX_UNIT, IVAR_UNIT, WAVELENGTH_UNIT
+from specsr_keras.schema import PERCENTILES, QUANTITIES, QUANTITY_UNITS
+from specsr_keras.units import DEX, FLUX_UNIT, IVAR_UNIT, WAVELENGTH_UNIT
 
 __all__ = ["SpecsrModel", "load"]
 
@@ -66,9 +68,10 @@ class SpecsrModel:
         config = InferConfig(batch=batch, samples=resolved_samples(self.predictor, samples),
                              save_spectra=True, seed=seed)
         results, quarantine = predict_rows(raw, self.predictor, config)
-        for name in results.colnames:  # FITS has no dex (RESULT_UNITS); an astropy Table does
-            if name.startswith("n2_"):
-                results[name].unit = u.dex
+        for q in QUANTITIES:  # FITS has no dex (RESULT_UNITS); an astropy Table does
+            if QUANTITY_UNITS[q] == DEX:
+                for p in PERCENTILES:
+                    results[f"{q}_{p}"].unit = u.dex
         results["reason"] = np.full(len(results), "", dtype=object)
         if len(quarantine):  # the unusable rows too, with NaN values and their reason
             missing = Table({name: np.full((len(quarantine), *column.shape[1:]),

@@ -29,6 +29,7 @@ from astropy.table import Table
 
 from specsr_keras.data.fits_table import FitsTableWriter
 from specsr_keras.inference.manifest import QUARANTINE_NAME, RESULTS_NAME, Manifest, chunk_path
+from specsr_keras.inference.predictors import WINDOW_COLUMNS
 from specsr_keras.measure.flags import QualityFlag
 from specsr_keras.reporting import Reporter
 from specsr_keras.schema import PERCENTILES, QUANTITIES, QUANTITY_UNITS
@@ -39,7 +40,7 @@ __all__ = ["RESULT_UNITS", "merge_run"]
 # FITS TUNIT of the result columns (FITS has no dex: N2 is described in the header instead).
 RESULT_UNITS = {
     **{f"{q}_{p}": QUANTITY_UNITS[q] for q in QUANTITIES for p in PERCENTILES if QUANTITY_UNITS[q] not in ("", DEX)},
-    **{name: FLUX for name in ("sr_mean", "sr_std")},
+    **{name: FLUX for name in WINDOW_COLUMNS},
 }
 
 

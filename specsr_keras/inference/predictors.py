@@ -33,7 +33,8 @@ __all__ = ["BaselinePredictor", "Predictor", "cached_predictor", "empty_outputs"
            "output_columns"]
 
 # With save_spectra: the window's mean and spread (B, 320) and the redshift placing it (B,).
-SPECTRUM_COLUMNS = ("sr_mean", "sr_std", "sr_z_place")
+WINDOW_COLUMNS = ("sr_mean", "sr_std")
+SPECTRUM_COLUMNS = (*WINDOW_COLUMNS, "sr_z_place")
 DEFAULT_INSTRUMENT = "euclid_nisp_red"
 
 
@@ -71,7 +72,7 @@ def empty_outputs(predictor, save_spectra: bool) -> dict[str, np.ndarray]:
     out = {name: np.zeros(0) for name in output_columns(predictor, save_spectra)}
     out["flags"] = np.zeros(0, np.int64)
     out.update({name: np.zeros((0, TARGET_GRID.n_pixels), np.float32)
-                for name in ("sr_mean", "sr_std") if save_spectra})
+                for name in WINDOW_COLUMNS if save_spectra})
     return out
 
 

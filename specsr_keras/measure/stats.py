@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["bonferroni"]
+__all__ = ["bonferroni", "fpr_score"]
+
+# Smallest false-positive rate taken as it is (a p-value of 0 would give an infinite score).
+_SMALLEST_FPR = 1e-300
 
 
 def bonferroni(p_values) -> np.ndarray:
@@ -15,3 +18,9 @@ def bonferroni(p_values) -> np.ndarray:
     finite = np.isfinite(p_values)
     smallest = np.min(np.where(finite, p_values, np.inf), axis=0)
     return np.where(finite.any(axis=0), np.minimum(1.0, p_values.shape[0] * smallest), np.nan)
+
+
+def fpr_score(p_values) -> np.ndarray:
+    """-log10 of false-positive rates (floored at 1e-300): an anomaly score, higher = rarer
+    among normal objects, for ranking, ROC curves and histograms. NaN stays NaN."""
+    return -np.log10(np.maximum(np.asarray(p_values, np.float64), _SMALLEST_FPR))
