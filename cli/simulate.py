@@ -40,6 +40,15 @@ def simulate(
     off_relation_fraction: Annotated[float, typer.Option(
         min=0.0, max=1.0, help="Share of star formers whose N2 (flat in -1.4..0 dex) and EW(Hα) "
         "ignore the fitted relations (1 = all: a stress set like nearby galaxies).")] = 0.2,
+    agn_fraction: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="Share of AGN among the galaxies drawn before the flux "
+        "selection (broad Hα of FWHM 1,500-6,000 km/s; 0.01 gives ~9 % of a flux-limited sample).")] = 0.01,
+    outflow_fraction: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="Share of star formers with an outflow (broad wing).")] = 0.10,
+    contamination_fraction: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="Share contaminated by a neighbour's spectrum near Hα.")] = 0.05,
+    artefact_fraction: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="Share with an unmasked hot pixel or bad-pixel run near Hα.")] = 0.02,
     noise_scale: Annotated[float, typer.Option(
         min=0.01, help="Multiply the grism noise sigma by this (0.25 = 16x the exposure): "
         "bright S/N bins with the same galaxies.")] = 1.0,
@@ -58,7 +67,9 @@ def simulate(
     instrument_ = get_instrument(instrument)
     options = {"min_ha_snr": min_ha_snr, "snr_weight_power": snr_weight_power,
                "n2_offset_dex": n2_offset_dex, "ew_offset_dex": ew_offset_dex, "noise_scale": noise_scale,
-               "off_relation_fraction": off_relation_fraction}
+               "off_relation_fraction": off_relation_fraction, "agn_fraction": agn_fraction,
+               "outflow_fraction": outflow_fraction, "contamination_fraction": contamination_fraction,
+               "artefact_fraction": artefact_fraction}
     manifest_extra, attrs = dataset_metadata(instrument_, seed, **options)
     batches = iter_simulated_batches(n, instrument_, seed, workers=workers,
                                      first_object_id=seed * ID_STRIDE, **options)

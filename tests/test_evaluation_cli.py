@@ -66,6 +66,19 @@ def test_evaluate_baseline_writes_report_html_and_metrics(euclid_dir, tmp_path):
     assert np.nanmedian(errors) == pytest.approx(bins["all"]["n2"]["specsr"]["bias"])
 
 
+def test_evaluate_in_batches_without_example_rows_scores_anomaly_classes_by_snr(euclid_dir, tmp_path):
+    # batches of 16: the example spectra (one per S/N bin) come with some batches only
+    metrics = evaluate("baseline", euclid_dir, tmp_path / "report", batch_size=16)
+    by_snr = metrics["crossmodal"]["anomaly_by_snr"]
+    assert set(by_snr) == {"broad-line AGN with narrow lines", "broad-line AGN without narrow lines",
+                           "outflow (broad wing)", "contamination", "artefact"}
+    counts = {label: sum(per[b]["n_anomalous"] for b in per) for label, per in by_snr.items()}
+    by_class = metrics["crossmodal"]["anomaly_by_class"]["anomaly_fpr"]
+    assert counts == {label: by_class[label]["n_anomalous"] for label in by_snr}
+    assert sum(counts.values()) > 0
+    assert "by the expected S/N of all Hα" in (tmp_path / "report" / "report.md").read_text()
+
+
 def test_evaluate_two_instruments_with_crossmodal_inputs(euclid_dir, tmp_path):
     g141_dir = held_out_set(tmp_path / "g141", 40, "hst_g141", 9002)
     rng = np.random.default_rng(0)

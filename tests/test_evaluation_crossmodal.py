@@ -6,8 +6,10 @@ import pytest
 from specsr_keras.evaluation.crossmodal import (
     anomaly_auroc,
     anomaly_by_class,
+    anomaly_by_snr,
     generation_metrics,
     knn_r2,
+    mismatched_pairs,
     retrieval_top_k,
     roc_curve,
 )
@@ -74,16 +76,52 @@ def test_probes_read_a_quantity_from_an_informative_space_and_not_from_noise():
     assert pooled["pools"] == 2 and pooled["top1"] > 0.9
 
 
+def _truth(n: int, agn_rows, ratio: float, artefact_column: bool = True) -> dict:
+    truth = {"is_agn": np.zeros(n, bool), "has_broad": np.zeros(n, bool), "is_contaminated": np.zeros(n, bool),
+             "ha_flux": np.ones(n), "broad_ha_flux": np.zeros(n), "ha_snr": np.full(n, 12.0),
+             "has_artefact": np.zeros(n, bool) if artefact_column else np.full(n, np.nan)}
+    truth["is_agn"][agn_rows] = truth["has_broad"][agn_rows] = True
+    truth["broad_ha_flux"][agn_rows] = ratio
+    return truth
+
+
 def test_anomaly_by_class_ranks_p_columns_and_measures_their_false_positive_rate():
     n = 400
-    truth = {"is_agn": np.zeros(n, bool), "has_broad": np.zeros(n, bool), "is_contaminated": np.zeros(n, bool)}
-    truth["is_agn"][:40] = True
+    truth = _truth(n, slice(0, 40), ratio=10.0, artefact_column=False)  # a set simulated before artefacts
+    truth["broad_ha_flux"][:20] = 1.0  # half of the AGN with strong narrow lines
     rng = np.random.default_rng(2)
     p = rng.uniform(size=n)  # uniform for normal galaxies: 1 % below 0.01
     p[:40] = 1e-6  # every AGN found
     out = anomaly_by_class({}, truth, {"anomaly_fpr": p})
-    assert out["anomaly_fpr"]["broad-line AGN"]["auroc"] == 1.0  # ranked by -log10 p: small p first
+    for label in ("broad-line AGN with narrow lines", "broad-line AGN without narrow lines"):
+        assert out["anomaly_fpr"][label]["auroc"] == 1.0  # ranked by -log10 p: small p first
+        assert out["anomaly_fpr"][label]["n_anomalous"] == 20
     calibration = out["calibration"]["anomaly_fpr"]
-    assert calibration["broad-line AGN"] == 1.0
+    assert calibration["broad-line AGN without narrow lines"] == 1.0
     assert calibration["normal"] == pytest.approx(np.mean(p[40:] < 0.01))
-    assert np.isnan(calibration["contamination"])  # no such object
+    assert np.isnan(calibration["contamination"]) and np.isnan(calibration["artefact"])  # no such object
+
+
+def test_anomaly_by_snr_bins_classes_and_normals_by_the_total_halpha_snr():
+    n = 600
+    truth = _truth(n, slice(0, 100), ratio=1.0)
+    truth["ha_snr"][:50] = 8.0  # faint AGN
+    truth["ha_snr"][50:100] = truth["ha_snr"][350:450] = 24.0  # bright AGN and normal galaxies
+    truth["ha_snr"][100:350] = 4.0
+    truth["has_artefact"][550:] = True
+    score = np.random.default_rng(4).uniform(size=n)
+    score[50:100] += 1.0  # only the bright AGN stand out
+    out = anomaly_by_snr(score, truth)["broad-line AGN with narrow lines"]
+    assert out[">20"]["n_anomalous"] == 50 and out[">20"]["auroc"] == 1.0
+    # faint AGN against the normal galaxies of S/N 5-10 (none): no AUROC
+    assert out["5-10"]["n_anomalous"] == 50 and np.isnan(out["5-10"]["auroc"])
+    assert out["10-20"]["n_anomalous"] == 0
+    assert anomaly_by_snr(score, truth)["artefact"]["10-20"]["n_anomalous"] == 50
+
+
+def test_mismatched_pairs_are_found_in_an_aligned_space_and_not_in_noise():
+    rng = np.random.default_rng(5)
+    image = rng.normal(size=(500, 16))
+    aligned = mismatched_pairs(image, image + 0.1 * rng.normal(size=image.shape))
+    assert aligned["auroc"] > 0.99 and aligned["n_anomalous"] == 500
+    assert abs(mismatched_pairs(image, rng.normal(size=image.shape))["auroc"] - 0.5) < 0.05

@@ -14,8 +14,9 @@ from tests.inference_fixtures import SHIPPED, SHIPPED_SAVEDMODEL
 
 @pytest.fixture(scope="module")
 def bright_euclid():
-    """Bright Euclid galaxies (expected Hα S/N >= 10) the model never saw (seed 9001)."""
-    return simulate_galaxies(12, "euclid", seed=9001, min_ha_snr=10.0)
+    """Bright Euclid galaxies (expected Hα S/N >= 10) the model never saw (seed 9001), no AGN
+    (whose narrow N2 under a broad Hα is another question)."""
+    return simulate_galaxies(12, "euclid", seed=9001, min_ha_snr=10.0, agn_fraction=0.0)
 
 
 def test_shipped_savedmodel_resolves_nii_of_bright_galaxies(bright_euclid):
@@ -52,6 +53,7 @@ def test_model_card_is_generated_from_the_shipped_files(tmp_path):
     card = write_model_card(SHIPPED / "run", reports, tmp_path / "MODEL_CARD.md", saved_model=SHIPPED_SAVEDMODEL,
                             title=f"specsr/{SHIPPED_SAVEDMODEL.name}")
     assert card.read_text() == (SHIPPED / "MODEL_CARD.md").read_text()
+    assert "## Shared space and anomalies" in card.read_text()  # the reports' cross-modal tables
 
 
 def test_shipped_savedmodel_passes_serving_check_against_its_shipped_run():

@@ -12,8 +12,8 @@ from specsr_keras.simulate.population import SimulationOptions, draw_population,
 
 # Only the emission lines: no continuum, absorption, broad lines or contamination.
 LINES_ONLY = dict(continuum=False, stellar_absorption=False, agn_fraction=0.0,
-                  outflow_fraction=0.0, contamination_fraction=0.0, cosmic_rate=0.0,
-                  min_ha_snr=0.0)
+                  outflow_fraction=0.0, contamination_fraction=0.0, artefact_fraction=0.0,
+                  cosmic_rate=0.0, min_ha_snr=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -107,12 +107,19 @@ def test_median_n2_rises_with_mass_along_faisst():
 
 def test_population_flags_match_requested_fractions():
     pop = draw_population(8000, get_instrument("euclid"), np.random.default_rng(9),
-                          SimulationOptions(min_ha_snr=0.0))
+                          SimulationOptions(min_ha_snr=0.0, agn_fraction=0.03))
     assert pop["is_agn"].mean() == pytest.approx(0.03, abs=0.01)
     assert pop["is_contaminated"].mean() == pytest.approx(0.05, abs=0.01)
     assert pop["has_broad"][~pop["is_agn"]].mean() == pytest.approx(0.10, abs=0.015)
-    agn_n2 = pop["n2"][pop["is_agn"]]
-    assert agn_n2.min() >= -0.2 and agn_n2.max() <= 0.3
+    agn = pop["is_agn"]
+    assert pop["n2"][agn].min() >= -0.2 and pop["n2"][agn].max() <= 0.3
+    # Broad-line regions: FWHM 1,500-6,000 km/s, broad/narrow Hα log-uniform 0.5-20, so a
+    # fifth have hardly any narrow lines (ratio > 10 ** (log10(0.5) + 0.8 * log10(40)) = 9.5).
+    fwhm = pop["broad_sigma_kms"][agn] * physics.FWHM_PER_SIGMA
+    assert fwhm.min() >= 1500.0 and fwhm.max() <= 6000.0 and np.median(fwhm) == pytest.approx(3750, rel=0.1)
+    ratio = pop["broad_ha_flux"][agn] / pop["ha_flux"][agn]
+    assert ratio.min() >= 0.5 and ratio.max() <= 20.0
+    assert np.mean(ratio > 9.5) == pytest.approx(0.2, abs=0.06)
     sf_sigma = pop["sigma_v_kms"][~pop["is_agn"]]
     assert 40.0 < np.median(sf_sigma) < 150.0
 
@@ -135,6 +142,40 @@ def test_off_relation_galaxies_ignore_mass_and_reach_local_n2():
     every = draw_population(500, get_instrument("euclid"), np.random.default_rng(6),
                             SimulationOptions(min_ha_snr=0.0, off_relation_fraction=1.0))
     assert every["off_relation"][~every["is_agn"]].all()
+
+
+def test_selection_counts_the_broad_line_so_agn_without_narrow_lines_pass():
+    pop = draw_population(3000, get_instrument("euclid"), np.random.default_rng(7),
+                          SimulationOptions(agn_fraction=0.5))
+    agn = pop["is_agn"]
+    assert np.all(pop["ha_snr"] >= 3.5)
+    np.testing.assert_allclose(pop["ha_snr"][~pop["has_broad"]], pop["narrow_ha_snr"][~pop["has_broad"]])
+    assert np.all(pop["ha_snr"][agn] > pop["narrow_ha_snr"][agn])
+    assert np.mean(pop["narrow_ha_snr"][agn] < 3.5) > 0.2  # kept for their broad line alone
+    # the total lies between the quadrature sum (no overlap) and the plain sum (same profile)
+    narrow, broad_only = pop["narrow_ha_snr"][agn], pop["ha_snr"][agn]
+    assert np.all(broad_only <= narrow * (1 + pop["broad_ha_flux"][agn] / pop["ha_flux"][agn]) + 1e-9)
+
+
+def test_artefacts_are_unmasked_strong_near_halpha_and_change_nothing_else():
+    kwargs = dict(n=256, instrument="euclid", seed=12)
+    clean = simulate_galaxies(**kwargs, artefact_fraction=0.0)
+    dirty = simulate_galaxies(**kwargs, artefact_fraction=0.5)
+    hit = dirty["has_artefact"]
+    assert not clean["has_artefact"].any() and hit.mean() == pytest.approx(0.5, abs=0.1)
+    for name, value in clean.items():
+        if name not in ("lowres_flux", "has_artefact"):
+            np.testing.assert_array_equal(value, dirty[name], err_msg=name)
+    np.testing.assert_array_equal(clean["lowres_flux"][~hit], dirty["lowres_flux"][~hit])
+    wave = get_instrument("euclid").wavelength
+    halpha = physics.LINE_WAVELENGTHS["halpha"] * (1.0 + dirty["z"])
+    for row in np.flatnonzero(hit):
+        offset = (dirty["lowres_flux"][row] - clean["lowres_flux"][row]) * np.sqrt(dirty["lowres_ivar"][row])
+        pixels = np.flatnonzero(np.abs(offset) > 1e-3)
+        assert 1 <= pixels.size <= 6 and np.all(np.abs(offset[pixels]) >= 5.0 - 1e-3)
+        assert not dirty["lowres_mask"][row, pixels].any()
+        assert pixels[-1] - pixels[0] < 6  # one spike or one run of neighbours (masked ones left alone)
+        assert abs(wave[pixels[0]] - halpha[row]) <= 400.0 + np.diff(wave).max()  # starting near Hα
 
 
 def test_unknown_option_is_a_value_error():

@@ -16,7 +16,13 @@ from pathlib import Path
 
 import specsr_keras
 from specsr_keras.data.shards import read_manifest
-from specsr_keras.evaluation.crossmodal import CrossModalInputs, anomaly_by_class, anomaly_inputs, crossmodal_metrics
+from specsr_keras.evaluation.crossmodal import (
+    CrossModalInputs,
+    anomaly_by_class,
+    anomaly_by_snr,
+    anomaly_inputs,
+    crossmodal_metrics,
+)
 from specsr_keras.evaluation.domain_gap import DOMAIN_GAP_MAX_EXAMPLES, domain_gap
 from specsr_keras.evaluation.domain_gap import STATISTICS as DOMAIN_GAP_STATISTICS
 from specsr_keras.evaluation.heldout import HeldOutSet, run_held_out_set
@@ -79,6 +85,8 @@ def evaluate(model: str, data_dirs, out_dir, *, max_examples: int | None = None,
         extra["anomaly_by_class"] = anomaly_by_class(
             {name: specsr[name] for name in CLASS_SCORE_COLUMNS if name in specsr}, headline.truth,
             {name: specsr[name] for name in CLASS_P_COLUMNS if name in specsr})
+        if model_scores is not None:
+            extra["anomaly_by_snr"] = anomaly_by_snr(model_scores, headline.truth)
     gaps = domain_gap_metrics(reference, [s for s in sets if s.provenance["kind"] == "real"],
                               Path(out_dir), max_examples, reporter)
     metrics = {

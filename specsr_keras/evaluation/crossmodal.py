@@ -11,17 +11,19 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import rankdata
 
-from specsr_keras.evaluation.metrics import nmad
+from specsr_keras.evaluation.metrics import SNR_BINS, bin_masks, nmad
 from specsr_keras.measure.stats import fpr_score
 
-__all__ = ["CrossModalInputs", "anomaly_auroc", "anomaly_by_class", "anomaly_inputs", "crossmodal_metrics",
-           "generation_metrics", "knn_r2", "linear_r2", "pooled_retrieval", "probe_metrics", "retrieval_top_k",
-           "roc_curve"]
+__all__ = ["CrossModalInputs", "anomaly_auroc", "anomaly_by_class", "anomaly_by_snr", "anomaly_inputs",
+           "crossmodal_metrics", "generation_metrics", "knn_r2", "linear_r2", "mismatched_pairs",
+           "pooled_retrieval", "probe_metrics", "retrieval_top_k", "roc_curve"]
 
 # Catastrophic redshift outlier: |Δz| / (1 + z) above this.
 OUTLIER_DZ = 0.15
 # False-positive rate at which the anomaly precision is quoted.
 ANOMALY_FPR = 0.01
+# A broad-line AGN "without narrow lines": broad Hα at least this many times the narrow.
+WEAK_NARROW_LINES_RATIO = 5.0
 
 
 @dataclass
@@ -31,7 +33,7 @@ class CrossModalInputs:
     image_embeddings, spectrum_embeddings: (N, D) shared-space embeddings;
     generated_z: (N,) redshifts measured on spectra generated from images;
     anomaly_scores: (N,) (higher = more anomalous; default: the model's score column);
-    anomaly_labels: (N,) bool (default: truth is_agn | has_broad | is_contaminated).
+    anomaly_labels: (N,) bool (default: every simulated anomaly class, `anomaly_classes`).
     """
 
     image_embeddings: np.ndarray | None = None
@@ -176,12 +178,50 @@ def anomaly_auroc(scores, labels, fpr: float = ANOMALY_FPR) -> dict:
     return out
 
 
+def _flag(truth: dict, name: str) -> np.ndarray:
+    """A truth flag as bool (N,); a column the set lacks (NaN-filled, e.g. simulated before
+    it existed) is False."""
+    return np.nan_to_num(np.asarray(truth[name], np.float64)).astype(bool)
+
+
 def anomaly_classes(truth: dict) -> dict[str, np.ndarray]:
     """Simulated anomaly classes (bool (N,) each), every one scored against the normal
-    galaxies (no AGN, no broad component, no contamination)."""
-    agn, broad, contaminated = (np.asarray(truth[k], bool) for k in ("is_agn", "has_broad", "is_contaminated"))
-    return {"broad-line AGN": agn, "outflow (broad wing)": broad & ~agn,
-            "contamination": contaminated & ~broad & ~agn, "normal": ~(agn | broad | contaminated)}
+    galaxies (no AGN, broad component, contamination or artefact). Broad-line AGN are split
+    by broad / narrow Hα at WEAK_NARROW_LINES_RATIO; each other class excludes the ones before."""
+    agn, broad, contaminated, artefact = (_flag(truth, k) for k in ("is_agn", "has_broad", "is_contaminated",
+                                                                     "has_artefact"))
+    weak_narrow = agn & (np.asarray(truth["broad_ha_flux"], np.float64)
+                         >= WEAK_NARROW_LINES_RATIO * np.asarray(truth["ha_flux"], np.float64))
+    return {"broad-line AGN with narrow lines": agn & ~weak_narrow,
+            "broad-line AGN without narrow lines": weak_narrow,
+            "outflow (broad wing)": broad & ~agn,
+            "contamination": contaminated & ~broad & ~agn,
+            "artefact": artefact & ~contaminated & ~broad & ~agn,
+            "normal": ~(agn | broad | contaminated | artefact)}
+
+
+def anomaly_by_snr(score, truth: dict) -> dict:
+    """{class: {S/N bin: anomaly_auroc of that class vs the normal galaxies of the same
+    bin}} for one score (N,), binned by the truth ha_snr (SNR_BINS; since simulator 2.2.0 the
+    S/N of all Hα, narrow + broad): how detection grows with S/N."""
+    classes = anomaly_classes(truth)
+    normal = classes.pop("normal")
+    score = np.asarray(score, np.float64)
+    bins = bin_masks(truth["ha_snr"], SNR_BINS)
+    return {label: {name: anomaly_auroc(score[(members | normal) & in_bin], members[(members | normal) & in_bin])
+                    for name, in_bin in bins.items()}
+            for label, members in classes.items()}
+
+
+def mismatched_pairs(image, spectrum) -> dict:
+    """A mismatched image/spectrum pair (each image with the spectrum half the set away) vs
+    the true pairs, scored by their disagreement 1 - cos(image, spectrum embedding):
+    anomaly_auroc with the mismatched pairs as the anomalies."""
+    a, b = _unit_rows(image), _unit_rows(spectrum)
+    swapped = np.roll(b, len(b) // 2, axis=0)
+    disagreement = 1.0 - np.concatenate([np.sum(a * b, axis=1), np.sum(a * swapped, axis=1)])
+    labels = np.r_[np.zeros(len(a), bool), np.ones(len(a), bool)]
+    return anomaly_auroc(disagreement, labels)
 
 
 def anomaly_by_class(scores: dict[str, np.ndarray], truth: dict, p_values: dict | None = None) -> dict:
@@ -219,14 +259,14 @@ def anomaly_inputs(inputs: CrossModalInputs, truth: dict, model_scores):
     """(scores, labels, source) for the anomaly metrics, or None without scores.
 
     Scores: inputs.anomaly_scores, else the model's `model_scores`; labels:
-    inputs.anomaly_labels, else truth is_agn | has_broad | is_contaminated.
+    inputs.anomaly_labels, else every simulated anomaly class (`anomaly_classes`).
     """
     scores = inputs.anomaly_scores if inputs.anomaly_scores is not None else model_scores
     if scores is None:
         return None
     labels = inputs.anomaly_labels
     if labels is None:
-        labels = truth["is_agn"] | truth["has_broad"] | truth["is_contaminated"]
+        labels = ~anomaly_classes(truth)["normal"]
     source = "given" if inputs.anomaly_scores is not None else "model score column"
     return scores, labels, source
 
@@ -238,8 +278,10 @@ def crossmodal_metrics(inputs: CrossModalInputs, truth: dict, model_scores) -> d
     model_scores: the model's score column (see anomaly_inputs).
     """
     image, spectrum = inputs.image_embeddings, inputs.spectrum_embeddings
-    out = {"retrieval": None, "knn_r2": None, "probes": None, "generation": None, "anomaly": None}
+    out = {"retrieval": None, "knn_r2": None, "probes": None, "generation": None, "anomaly": None,
+           "mismatched_pairs": None}
     if image is not None and spectrum is not None:
+        out["mismatched_pairs"] = mismatched_pairs(image, spectrum)
         out["retrieval"] = {f"{direction} (pools of {pool})": pooled_retrieval(a, b, pool)
                             for pool in RETRIEVAL_POOLS
                             for direction, a, b in (("image_to_spectrum", image, spectrum),

@@ -27,7 +27,7 @@ import numpy as np
 
 from specsr_keras.data.shards import iter_shard_batches, load_shards, read_manifest
 from specsr_keras.evaluation.metrics import SNR_BINS, bin_masks
-from specsr_keras.inference.predictors import cached_predictor, target_grid_model
+from specsr_keras.inference.predictors import SPECTRUM_COLUMNS, cached_predictor, target_grid_model
 from specsr_keras.inference.runner import chunk_seed
 from specsr_keras.instruments import TARGET_GRID, get_instrument
 from specsr_keras.measure import (
@@ -48,7 +48,8 @@ from specsr_keras.spectral.band import resample_flux
 __all__ = ["HeldOutSet", "TRUTH_FIELDS", "run_held_out_set", "predictor_for"]
 
 TRUTH_FIELDS = ("object_id", "z", "z_prior", "log_mstar", "log_mstar_catalog", "dispersion_sigma_arcsec", "n2",
-                "ha_flux", "nii_6585_flux", "ha_snr", "is_agn", "has_broad", "is_contaminated")
+                "ha_flux", "nii_6585_flux", "ha_snr", "is_agn", "has_broad", "broad_ha_flux", "is_contaminated",
+                "has_artefact")
 SPECTRUM_FIELDS = ("lowres_flux", "lowres_ivar", "lowres_mask", "hires_flux", "hires_ivar",
                    "hires_mask", "image")
 
@@ -201,7 +202,8 @@ def _estimate_batch(batch, truth, instrument, predictor, batch_seed, samples, ex
     population = np.broadcast_to(POPULATION_N2[0], z_prior.shape), np.broadcast_to(POPULATION_N2[1], z_prior.shape)
     priors = {"faisst": (faisst_prior["n2"], faisst_prior["n2_err"]), "constant": population}
     estimates = {
-        "specsr": {key: np.asarray(value) for key, value in specsr.items() if key not in ("sr_mean", "sr_std")},
+        # Spectra come only with batches holding an example row: kept apart (examples).
+        "specsr": {key: np.asarray(value) for key, value in specsr.items() if key not in SPECTRUM_COLUMNS},
         "lowres_fit": gaussian_columns(fit),
         "fit_population": gaussian_columns(fit_times_prior(fit, *population)),
         "fit_faisst": gaussian_columns(fit_times_prior(fit, *priors["faisst"])),
@@ -221,8 +223,7 @@ def _estimate_batch(batch, truth, instrument, predictor, batch_seed, samples, ex
         "lowres_fit_model": target_grid_model(rows_of(fit))[0],
         "ceiling_model": target_grid_model(rows_of(ceiling))[0],
     }
-    examples.update({key: np.asarray(specsr[key])[example_idx]
-                     for key in ("sr_mean", "sr_std") if key in specsr})
+    examples.update({key: np.asarray(specsr[key])[example_idx] for key in SPECTRUM_COLUMNS if key in specsr})
     return {"estimates": estimates, "examples": examples}
 
 

@@ -21,8 +21,8 @@ from specsr_keras.evaluation.metrics import ERROR_METHODS, HEADLINE_MIN_SNR
 from specsr_keras.evaluation.plots import MARTENS_DZ, MARTENS_N2, METHOD_LABELS
 from specsr_keras.reporting import Reporter
 
-__all__ = ["format_number", "headline_table", "json_ready", "render_html", "render_markdown", "report_blocks",
-           "write_report"]
+__all__ = ["crossmodal_blocks", "format_number", "headline_table", "json_ready", "render_html", "render_markdown",
+           "report_blocks", "write_report"]
 
 FIGURE_DIR = "figures"
 # Redshift errors are shown in units of 1e-4 (the Martens et al. 2019 shifts are 1-7e-4).
@@ -124,7 +124,7 @@ def report_blocks(metrics: dict, figures: dict, roc_figure, out_dir: Path, pca_f
         blocks += set_blocks(name, metrics["bins"][name], figures[name])
     if metrics["domain_gap"] is not None:
         blocks += _domain_gap_blocks(metrics["domain_gap"], out_dir)
-    blocks += _crossmodal_blocks(metrics["crossmodal"], roc_figure, pca_figure)
+    blocks += crossmodal_blocks(metrics["crossmodal"], roc_figure, pca_figure)
     return blocks
 
 
@@ -280,7 +280,9 @@ def _coverage_table(m: dict) -> tuple:
     return ("table", header, rows)
 
 
-def _crossmodal_blocks(extra: dict, roc_figure, pca_figure=None) -> list[tuple]:
+def crossmodal_blocks(extra: dict, roc_figure=None, pca_figure=None) -> list[tuple]:
+    """The report's cross-modal section (metrics.json "crossmodal"): retrieval, probes,
+    generation, anomalies (per class, by S/N, mismatched pairs); figures where given."""
     def missing(what):
         return ("text", f"not computed ({what} not given)")
 
@@ -315,7 +317,7 @@ def _crossmodal_blocks(extra: dict, roc_figure, pca_figure=None) -> list[tuple]:
                          format_number(gen["outlier_fraction"], ".3f")]]))
     else:
         blocks.append(missing("generated redshifts"))
-    blocks.append(("heading", 3, "Anomaly detection (AGN, broad lines, contamination)"))
+    blocks.append(("heading", 3, "Anomaly detection (AGN, broad lines, contamination, artefacts)"))
     anomaly = extra["anomaly"]
     if anomaly:
         blocks.append(("table", ["score", "N", "anomalous", "AUROC", "precision at 1 % FPR"],
@@ -323,16 +325,27 @@ def _crossmodal_blocks(extra: dict, roc_figure, pca_figure=None) -> list[tuple]:
                          format_number(anomaly["auroc"]), format_number(anomaly["precision_at_1pct_fpr"])]]))
     else:
         blocks.append(missing("anomaly scores"))
+    blocks += _anomaly_class_blocks(extra)
+    if roc_figure:
+        blocks.append(("figure", roc_figure, "ROC of the anomaly score."))
+    return blocks
+
+
+def _anomaly_class_blocks(extra: dict) -> list[tuple]:
+    """Per-class AUROC and recall of every score, the calibration of the p columns, the
+    headline score's AUROC by S/N, and the mismatched image/spectrum pairs."""
+    blocks = []
     by_class = extra.get("anomaly_by_class")
     if by_class:
         calibration = by_class.get("calibration", {})
         scores = [name for name in by_class if name != "calibration"]
-        labels = list(next(iter(by_class[name] for name in scores)).keys()) if scores else []
-        blocks.append(("table", ["score", *[f"{label}: AUROC / recall at 1 % FPR (N)" for label in labels]],
-                       [[name, *[f"{format_number(by_class[name][label]['auroc'])} / "
-                                 f"{format_number(by_class[name][label]['recall_at_1pct_fpr'], '.2f')} "
-                                 f"({by_class[name][label]['n_anomalous']})" for label in labels]]
-                        for name in scores]))
+        labels = list(by_class[scores[0]]) if scores else []
+        for key, what in (("auroc", "AUROC"), ("recall_at_1pct_fpr", "recall at 1 % false-positive rate")):
+            blocks.append(("text", f"{what} of each score, each class against the normal galaxies:"))
+            blocks.append(("table", ["score", *labels],
+                           [["N (class)", *[str(by_class[scores[0]][label]["n_anomalous"]) for label in labels]]]
+                           + [[name, *[format_number(by_class[name][label][key], ".2f") for label in labels]]
+                              for name in scores]))
         if calibration:
             blocks.append(("text", "Share flagged at p < 0.01 by each false-positive-rate column "
                            "(normal galaxies should stay at or below 0.01; p columns are ranked by "
@@ -341,8 +354,24 @@ def _crossmodal_blocks(extra: dict, roc_figure, pca_figure=None) -> list[tuple]:
             blocks.append(("table", ["column", *groups],
                            [[name, *[format_number(shares[g], ".3f") for g in groups]]
                             for name, shares in calibration.items()]))
-    if roc_figure:
-        blocks.append(("figure", roc_figure, "ROC of the anomaly score."))
+    by_snr = extra.get("anomaly_by_snr")
+    if by_snr:
+        bins = list(next(iter(by_snr.values())))
+        blocks.append(("text", "AUROC of the headline score by the expected S/N of all Hα (narrow + broad), "
+                       "each class against the normal galaxies of the same bin; then the number of that "
+                       "class in each bin:"))
+        header = [f"S/N {b}" for b in bins]
+        blocks.append(("table", ["class", *header],
+                       [[label, *[format_number(per[b]["auroc"], ".2f") for b in bins]]
+                        for label, per in by_snr.items()]))
+        blocks.append(("table", ["class (N)", *header],
+                       [[label, *[str(per[b]["n_anomalous"]) for b in bins]] for label, per in by_snr.items()]))
+    pairs = extra.get("mismatched_pairs")
+    if pairs:
+        blocks.append(("text", f"Mismatched image/spectrum pairs (each image with another galaxy's spectrum) vs "
+                       f"the true pairs, scored by 1 - cos of their shared-space embeddings: AUROC "
+                       f"{format_number(pairs['auroc'], '.2f')}, recall at 1 % false-positive rate "
+                       f"{format_number(pairs['recall_at_1pct_fpr'], '.2f')} ({pairs['n_anomalous']} pairs)."))
     return blocks
 
 

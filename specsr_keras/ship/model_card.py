@@ -17,7 +17,7 @@ from pathlib import Path
 from specsr_keras.data.shards import read_manifest
 from specsr_keras.evaluation.metrics import ERROR_METHODS
 from specsr_keras.evaluation.plots import METHOD_LABELS
-from specsr_keras.evaluation.report import format_number, headline_table, render_markdown
+from specsr_keras.evaluation.report import crossmodal_blocks, format_number, headline_table, render_markdown
 from specsr_keras.export.client import load_signatures
 from specsr_keras.hardware import describe_host
 
@@ -77,6 +77,7 @@ def write_model_card(run_dir: Path, reports: list[Path], out: Path, *, saved_mod
               *_data_blocks(config, run_dir),
               *_training_blocks(run, config),
               *_evaluation_blocks(metrics, reports, run_dir.parent),
+              *_crossmodal_card_blocks(metrics, reports, run_dir.parent),
               ("heading", 2, "Known limitations"),
               ("text", "\n".join(f"- {item}" for item in LIMITATIONS))]
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -185,6 +186,20 @@ def _evaluation_blocks(metrics: list[dict], reports: list[Path], base: Path) -> 
             targets += _target_rows(instrument, bins)
     blocks += [("heading", 3, "Targets"),
                ("table", ["set", "target", "measured", "met"], targets)]
+    return blocks
+
+
+def _crossmodal_card_blocks(metrics: list[dict], reports: list[Path], base: Path) -> list[tuple]:
+    """Each report's shared-space and anomaly tables (its headline set), as in the report."""
+    blocks = []
+    for m, report in zip(metrics, reports, strict=True):
+        # load_metrics turns a metric that was not computed into NaN; the report's blocks want None.
+        extra = {key: None if isinstance(value, float) and math.isnan(value) else value
+                 for key, value in (m.get("crossmodal") or {}).items()}
+        if any(extra.get(key) for key in ("retrieval", "probes", "anomaly", "anomaly_by_class")):
+            blocks += [("heading", 2, f"Shared space and anomalies: `{m.get('headline_set', '?')}` "
+                                      f"(`{_relative(Path(report), base)}/report.md`)"),
+                       *[b for b in crossmodal_blocks(extra) if b[0] != "heading" or b[1] > 2]]
     return blocks
 
 

@@ -17,13 +17,13 @@ import numpy as np
 from specsr_keras.data.records import FLUX_UNIT
 from specsr_keras.instruments import TARGET_GRID, Instrument, get_instrument
 from specsr_keras.simulate.images import render_images
-from specsr_keras.simulate.population import SimulationOptions, draw_population
-from specsr_keras.simulate.spectra import hires_spectra, line_components, lowres_spectra
+from specsr_keras.simulate.population import SimulationOptions, draw_artefacts, draw_population
+from specsr_keras.simulate.spectra import add_artefacts, hires_spectra, line_components, lowres_spectra
 
 __all__ = ["SIMULATOR_VERSION", "TRUTH_FIELDS", "SimulationOptions", "dataset_metadata",
            "iter_simulated_batches", "simulate_galaxies"]
 
-SIMULATOR_VERSION = "2.1.0"
+SIMULATOR_VERSION = "2.2.0"
 # Galaxies per independently seeded chunk of `iter_simulated_batches`; fixed, so a
 # dataset depends only on (n, instrument, seed, options), not on shard size or workers.
 CHUNK_SIZE = 1024
@@ -38,7 +38,8 @@ TRUTH_FIELDS = {
     "oiii_5008_flux": np.float64, "ha_snr": np.float64, "r_eff_arcsec": np.float64,
     "dispersion_sigma_arcsec": np.float64,
     "sersic_n": np.float64, "axis_ratio": np.float64, "av": np.float64, "is_agn": np.bool_,
-    "has_broad": np.bool_, "is_contaminated": np.bool_, "off_relation": np.bool_, "ra": np.float64, "dec": np.float64,
+    "has_broad": np.bool_, "broad_ha_flux": np.float64, "is_contaminated": np.bool_, "has_artefact": np.bool_,
+    "off_relation": np.bool_, "ra": np.float64, "dec": np.float64,
 }
 
 
@@ -64,10 +65,14 @@ def simulate_galaxies(n: int, instrument: str | Instrument = "euclid_nisp_red", 
         instrument = get_instrument(instrument)
     opts = _options(options)
     rng = np.random.default_rng(seed)
+    # Artefacts draw from a child stream, so that switching them changes nothing else.
+    artefact_rng = rng.spawn(1)[0]
     pop = draw_population(n, instrument, rng, opts)
+    pop.update(draw_artefacts(pop, artefact_rng, opts.artefact_fraction))
     lines = line_components(pop)
     batch = {"image": render_images(pop, lines, rng)}
     batch.update(lowres_spectra(pop, lines, instrument, rng, opts.cosmic_rate, opts.noise_scale))
+    add_artefacts(pop, instrument, batch["lowres_flux"], batch["lowres_ivar"])
     batch.update(hires_spectra(pop, lines, opts.hires_snr_factor))
     batch.update({name: pop[name].astype(dtype) for name, dtype in TRUTH_FIELDS.items()})
     return batch

@@ -62,12 +62,15 @@ SII_DOUBLET_MEAN, SII_DOUBLET_SCATTER = 1.2, 0.1
 # [SIII]9533/Hα and 9533/9071 (theoretical ~2.47); unconfirmed round value.
 SIII_9533_TO_HALPHA = 0.15
 SIII_DOUBLET_RATIO = 2.47
-# AGN / LINER: N2, [OIII]/Hβ, [SII]/Hα ranges; broad-line region FWHM and flux / narrow Hα.
+# AGN / LINER: N2, [OIII]/Hβ, [SII]/Hα ranges; broad-line region FWHM and log10 of its Hα
+# flux / narrow Hα, uniform: from Seyfert-1.9-like hosts whose narrow lines dominate (0.5) to
+# broad-line AGN with hardly any narrow lines (20: narrow Hα 5 % of the broad), as in SDSS
+# type-1 AGN (Stern & Laor 2012, MNRAS 423, 600: broad/narrow Hα mostly 3-30).
 AGN_N2_RANGE = (-0.2, 0.3)
 AGN_LOG_O3HB_RANGE = (0.3, 1.0)
 AGN_LOG_SII_HA_RANGE = (-0.4, 0.0)
-AGN_BROAD_FWHM_KMS = (1500.0, 4000.0)
-AGN_BROAD_TO_NARROW = (0.5, 3.0)
+AGN_BROAD_FWHM_KMS = (1500.0, 6000.0)
+AGN_LOG_BROAD_TO_NARROW = (np.log10(0.5), np.log10(20.0))
 # Star-formation-driven outflows (Förster Schreiber et al. 2019, ApJ 875, 21): FWHM,
 # flux / narrow, blueshift; outflow [NII]/Hα higher by OUTFLOW_N2_EXCESS dex (shocks).
 OUTFLOW_FWHM_KMS = (400.0, 1000.0)
@@ -103,6 +106,12 @@ ZEROTH_ORDER_TO_HALPHA = (0.3, 3.0)
 ZEROTH_ORDER_SIGMA_PIXELS = (1.0, 2.5)
 FIRST_ORDER_TO_HALPHA_PEAK = (0.05, 0.5)
 FIRST_ORDER_LENGTH_A = (1000.0, 4000.0)
+# Artefacts a pipeline left unmasked, within CONTAMINATION_REACH_A of observed Hα: kind 1 = a
+# hot pixel or cosmic ray (one pixel, ARTEFACT_SPIKE_SIGMAS x its noise), kind 2 = a run of
+# ARTEFACT_RUN_PIXELS bad pixels (dead or persistent: each offset by ± ARTEFACT_RUN_SIGMAS).
+ARTEFACT_SPIKE_SIGMAS = (10.0, 100.0)
+ARTEFACT_RUN_PIXELS = (2, 6)
+ARTEFACT_RUN_SIGMAS = (5.0, 30.0)
 # Catalogue stellar masses scatter around the truth like SED-fit masses [dex] (unconfirmed).
 LOG_MSTAR_CATALOG_SCATTER_DEX = 0.15
 # Grism-like redshift prior: sigma_z = Z_PRIOR_SCATTER (1 + z) (3D-HST quote 0.003(1+z),
@@ -118,14 +127,17 @@ FIELD_CENTRE_DEG = (150.1, 2.2)
 class SimulationOptions:
     """Switches and rates of the simulator (defaults: the full realistic mix)."""
 
-    min_ha_snr: float = 3.5  # Euclid-like 3.5 sigma line-flux selection on expected Hα S/N
+    min_ha_snr: float = 3.5  # Euclid-like 3.5 sigma line-flux selection on expected Hα S/N (narrow + broad)
     # Stratified (training / evaluation) samples: keep a galaxy with probability
-    # min(1, (ha_snr / SNR_WEIGHT_PIVOT)**snr_weight_power); 0 = the plain flux-limited
-    # sample, ~1.5 flattens its steep S/N distribution so that bright bins are populated.
+    # min(1, (narrow Hα S/N / SNR_WEIGHT_PIVOT)**snr_weight_power); 0 = the plain flux-limited
+    # sample, ~1.5 flattens its steep S/N distribution so that bright bins are populated. The
+    # weight reads the narrow lines, so that it does not also multiply the share of AGN (whose
+    # broad line adds S/N) in the bright bins.
     snr_weight_power: float = 0.0
-    agn_fraction: float = 0.03
+    agn_fraction: float = 0.01  # of candidates: ~9 % of a flux-limited sample (broad lines add flux)
     outflow_fraction: float = 0.10  # of star formers
     contamination_fraction: float = 0.05
+    artefact_fraction: float = 0.02  # unmasked hot pixels / bad-pixel runs near Hα
     continuum: bool = True
     stellar_absorption: bool = True
     cosmic_rate: float = 0.5  # mean hot pixels / cosmics per low-res spectrum
@@ -257,7 +269,7 @@ def _draw_broad(g, rng, n, options):
     g["has_broad"] = outflow | g["is_agn"]
     fwhm = np.where(g["is_agn"], _uniform(rng, AGN_BROAD_FWHM_KMS, n),
                     _uniform(rng, OUTFLOW_FWHM_KMS, n))
-    ratio = np.where(g["is_agn"], _uniform(rng, AGN_BROAD_TO_NARROW, n),
+    ratio = np.where(g["is_agn"], 10.0 ** _uniform(rng, AGN_LOG_BROAD_TO_NARROW, n),
                      _uniform(rng, OUTFLOW_TO_NARROW, n))
     g["broad_sigma_kms"] = fwhm / physics.FWHM_PER_SIGMA
     g["broad_velocity_kms"] = np.where(outflow, _uniform(rng, OUTFLOW_VELOCITY_KMS, n), 0.0)
@@ -320,6 +332,39 @@ def _draw_contamination(g, rng, n, instrument, options):
     g["contamination_flux"] *= contaminated
 
 
+def halpha_snr(instrument: Instrument, g: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Expected matched-filter S/N of the narrow Hα and of all Hα (narrow + broad component)
+    on `instrument` (before noise_scale). Two Gaussians of S/N s_n, s_b and observed sigmas
+    t_n, t_b add as s² = s_n² + s_b² + 2 s_n s_b √(2 t_n t_b / (t_n² + t_b²)) (their overlap),
+    so a survey selecting on line flux keeps a broad-line AGN whatever its narrow lines."""
+    halpha_obs = physics.LINE_WAVELENGTHS["halpha"] * (1.0 + g["z"])
+    size = g["dispersion_sigma_arcsec"]
+    sigmas = [physics.velocity_to_sigma_angstrom(g[key], halpha_obs) for key in ("sigma_v_kms", "broad_sigma_kms")]
+    narrow, broad = (instrument.line_snr(flux, halpha_obs, sigma, size)
+                     for flux, sigma in zip((g["ha_flux"], g["broad_ha_flux"]), sigmas, strict=True))
+    t_n, t_b = (np.hypot(instrument.lsf_sigma(halpha_obs, size), sigma) for sigma in sigmas)
+    overlap = np.sqrt(2.0 * t_n * t_b / (t_n**2 + t_b**2))
+    return narrow, np.sqrt(narrow**2 + broad**2 + 2.0 * narrow * broad * overlap)
+
+
+def draw_artefacts(pop: dict, rng: np.random.Generator, fraction: float) -> dict[str, np.ndarray]:
+    """Unmasked artefacts of the low-res spectra (see ARTEFACT_*), as (n,) arrays:
+    has_artefact, artefact_kind (0 none, 1 spike, 2 bad-pixel run), artefact_centre [Å],
+    artefact_pixels, artefact_sigmas (signed offset in units of the pixel noise)."""
+    n = len(pop["z"])
+    has = rng.random(n) < fraction
+    kind = np.where(has, 1 + (rng.random(n) < 0.5), 0)
+    halpha_obs = physics.LINE_WAVELENGTHS["halpha"] * (1.0 + pop["z"])
+    run_sigmas = _uniform(rng, ARTEFACT_RUN_SIGMAS, n) * rng.choice([-1.0, 1.0], n)
+    return {
+        "has_artefact": has, "artefact_kind": kind,
+        "artefact_centre": halpha_obs + rng.uniform(-1, 1, n) * CONTAMINATION_REACH_A,
+        "artefact_pixels": np.where(kind == 2, rng.integers(ARTEFACT_RUN_PIXELS[0], ARTEFACT_RUN_PIXELS[1] + 1, n),
+                                    np.where(has, 1, 0)),
+        "artefact_sigmas": np.where(kind == 1, _uniform(rng, ARTEFACT_SPIKE_SIGMAS, n), run_sigmas) * has,
+    }
+
+
 def draw_population(n: int, instrument: Instrument, rng: np.random.Generator,
                     options: SimulationOptions) -> dict[str, np.ndarray]:
     """n galaxies whose expected low-res Hα S/N passes `options.min_ha_snr`.
@@ -332,14 +377,10 @@ def draw_population(n: int, instrument: Instrument, rng: np.random.Generator,
         acceptance = max(total / drawn, 0.002) if drawn else 0.25
         batch = min(int(1.2 * (n - total) / acceptance) + 64, 1_000_000)
         g = _draw_candidates(rng, batch, instrument, options)
-        halpha_obs = physics.LINE_WAVELENGTHS["halpha"] * (1.0 + g["z"])
-        g["ha_snr"] = instrument.line_snr(
-            g["ha_flux"], halpha_obs,
-            physics.velocity_to_sigma_angstrom(g["sigma_v_kms"], halpha_obs),
-            g["dispersion_sigma_arcsec"]) / options.noise_scale
+        g["narrow_ha_snr"], g["ha_snr"] = (snr / options.noise_scale for snr in halpha_snr(instrument, g))
         passed = g["ha_snr"] >= options.min_ha_snr
         if options.snr_weight_power > 0:
-            keep = np.minimum(1.0, (g["ha_snr"] / SNR_WEIGHT_PIVOT) ** options.snr_weight_power)
+            keep = np.minimum(1.0, (g["narrow_ha_snr"] / SNR_WEIGHT_PIVOT) ** options.snr_weight_power)
             passed &= rng.random(batch) < keep
         kept.append({key: value[passed] for key, value in g.items()})
         total += int(passed.sum())

@@ -167,6 +167,20 @@ def add_contamination(pop, wave, flux):
     flux[rows] += amplitude * np.where(kind == 1, peak, plateau)
 
 
+def add_artefacts(pop, instrument: Instrument, flux, ivar):
+    """Add in place the unmasked artefacts of `population.draw_artefacts` to the low-res
+    flux (n, L): each offset pixel by artefact_sigmas x its noise sigma (from ivar; masked
+    pixels are left alone). Returns flux."""
+    rows = np.flatnonzero(pop["artefact_pixels"] > 0)
+    first = np.clip(np.searchsorted(instrument.bin_edges, pop["artefact_centre"][rows]) - 1, 0, flux.shape[1] - 1)
+    for row, start in zip(rows, first, strict=True):
+        cols = slice(start, min(start + int(pop["artefact_pixels"][row]), flux.shape[1]))
+        good = ivar[row, cols] > 0
+        sigma = 1.0 / np.sqrt(np.where(good, ivar[row, cols], 1.0))
+        flux[row, cols] += np.where(good, pop["artefact_sigmas"][row] * sigma, 0.0).astype(flux.dtype)
+    return flux
+
+
 def model_lsf_sigma(sigma, step):
     """LSF sigma [Å] to apply to a model binned on pixels of `step` [Å].
 
@@ -264,7 +278,7 @@ def hires_spectra(pop, lines, snr_factor: float):
     """Noiseless R=3600 target spectra (n, 320) and the ivar of a MOSFIRE-like observation.
 
     lines: `line_components(pop)`. hires_ivar is constant per object, set so the
-    matched-filter Hα S/N equals `snr_factor` x `pop["ha_snr"]` (the grism's).
+    matched-filter narrow-Hα S/N equals `snr_factor` x `pop["narrow_ha_snr"]` (the grism's).
     """
     # Integrating f_obs over the observed bins TARGET_GRID.bin_edges (1+z) and dividing by
     # their width equals doing it for g(λ) = f_obs(λ (1+z)) over the rest bins; g has the
@@ -282,7 +296,7 @@ def hires_spectra(pop, lines, snr_factor: float):
     # matched-filter S/N = F' / (noise sqrt(2 sqrt(pi) sigma * 1 Å bin)).
     line_sigma = np.hypot(physics.velocity_to_sigma_angstrom(pop["sigma_v_kms"], _HALPHA),
                           TARGET_GRID.lsf_sigma(_HALPHA))
-    snr = snr_factor * pop["ha_snr"]
+    snr = snr_factor * pop["narrow_ha_snr"]
     noise = pop["ha_flux"] / (1.0 + pop["z"]) / (snr * np.sqrt(2 * np.sqrt(np.pi) * line_sigma))
     ivar = np.broadcast_to(1.0 / noise[:, None] ** 2, flux.shape)
     return {"hires_flux": flux.astype(np.float32), "hires_ivar": ivar.astype(np.float32),
