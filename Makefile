@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml
 # reports with the shipped model saved_models/specsr (see its MODEL_CARD.md).
 DEMO_SIM := --instrument euclid --snr-weight-power 1.5
 QUICK_EXPORT := $(DEMO)/saved_models/specsr-demo/1
-SHIPPED_VERSION := 4
+SHIPPED_VERSION := 5
 SHIPPED_MODEL := saved_models/specsr/$(SHIPPED_VERSION)
 
 demo: venv $(DEMO)/report/report.md
@@ -59,7 +59,7 @@ $(DEMO)/report/report.md: $(DEMO)/results/results.fits $(DEMO)/data/heldout/mani
 SIM := datasets/sim
 SHIPPED := saved_models/specsr
 SHIPPED_RUN := runs/default
-SHIPPED_REPORTS := reports/specsr-euclid reports/specsr-g141 reports/specsr-anomalies
+SHIPPED_REPORTS := reports/specsr-euclid reports/specsr-euclid-anomalies reports/specsr-g141
 # The shipped run is trained in two steps from the autoencoders of specsr/2 (runs/specsr2, from
 # git: `git show 968dd73:saved_models/specsr/run`): the shared space (contrastive stage: the
 # preset's amplitude-aware heads and dihedral augmentation, 1,500 steps of 128 pairs, 17 min
@@ -127,7 +127,7 @@ $(SHIPPED_MODEL)/saved_model.pb: $(SHIPPED_RUN)/run.json
 	$(NICE) $(SPECSR) export $(SHIPPED_RUN) --name specsr --version $(SHIPPED_VERSION)
 
 # The anomaly classes, scored by the shipped model (its embeddings from the Keras run).
-reports/specsr-anomalies/metrics.json: $(SHIPPED_MODEL)/saved_model.pb
+reports/specsr-euclid-anomalies/metrics.json: $(SHIPPED_MODEL)/saved_model.pb
 	$(NICE) $(SPECSR) evaluate --model $(SHIPPED_MODEL) --out $(@D) --embeddings-from $(SHIPPED_RUN) \
 		--data $(SIM)/anomalies-euclid
 
