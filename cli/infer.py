@@ -30,6 +30,9 @@ def infer(
         None, help="Dask scheduler address (tcp://host:port) of an existing cluster."),
     workers: int = typer.Option(
         None, min=1, help="Start a local Dask cluster of N single-threaded worker processes."),
+    dashboard: str = typer.Option(
+        ":8787", help="Address (host:port) of the --workers cluster's Dask dashboard, its URL logged "
+        "(a busy port moves to a free one); 'off' for none."),
     overwrite: bool = typer.Option(False, help="Delete an earlier run in OUT and start over."),
     seed: int = typer.Option(0, min=0, help="Base seed; chunk seeds derive from it and the index."),
     merge: bool = typer.Option(
@@ -57,7 +60,8 @@ def infer(
     config = InferConfig(chunk_rows=chunk_rows, batch=batch, samples=samples,
                          save_spectra=save_spectra, seed=seed)
     summary = run_inference(catalog, model, out, config, workers=workers, scheduler=scheduler,
-                            overwrite=overwrite, reporter=reporter("rows"))
+                            dashboard=None if dashboard == "off" else dashboard, overwrite=overwrite,
+                            reporter=reporter("rows"))
     console.print(summary_table(summary))
 
 

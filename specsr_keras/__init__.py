@@ -3,7 +3,7 @@
 __version__ = "0.1.0"
 
 _LAZY = {"embed_images": "specsr_keras.embeddings", "embed_spectra": "specsr_keras.embeddings",
-         "load": "specsr_keras.inference.api"}
+         "load": "specsr_keras.inference.api", "super_resolved_spectra": "specsr_keras.inference.api"}
 
 
 def __getattr__(name):

@@ -19,6 +19,7 @@ from specsr_keras.inference.runner import (
     InferConfig,
     run_inference,
 )
+from specsr_keras.reporting import Reporter
 from tests.inference_fixtures import BAD_ROWS, bad_row_mix, write_ragged_parquet
 
 REPO = Path(__file__).resolve().parents[1]
@@ -134,12 +135,28 @@ def test_kill_9_mid_catalog_then_rerun_equals_an_uninterrupted_run(catalog, refe
     assert_same_table(quarantine, reference[2])
 
 
+class DashboardProbe(Reporter):
+    """Fetches the Dask dashboard whose address the run logs, while the cluster is up."""
+
+    link, status = None, None
+
+    def info(self, message: str) -> None:
+        if message.startswith("dask dashboard: "):
+            import urllib.request
+
+            self.link = message.removeprefix("dask dashboard: ")
+            with urllib.request.urlopen(self.link, timeout=30) as page:
+                self.status = page.status
+
+
 def test_dask_workers_give_the_single_process_results_despite_a_lost_worker(
         catalog, reference, tmp_path, monkeypatch):
     marker = tmp_path / "worker-killed"
     monkeypatch.setenv(KILL_WORKER_ONCE_ENV, str(marker))  # inherited by the workers
-    summary = run_inference(catalog, "baseline", tmp_path / "dask", CONFIG, workers=2)
+    summary = run_inference(catalog, "baseline", tmp_path / "dask", CONFIG, workers=2, dashboard=":0",
+                            reporter=(dashboard := DashboardProbe()))
     assert marker.exists() and summary.chunks_run == 4
+    assert dashboard.status == 200, dashboard.link  # the dashboard served its page while the run went on
     assert_same_table(Table.read(summary.results), reference[1])
     assert_same_table(Table.read(summary.quarantine), reference[2])
 

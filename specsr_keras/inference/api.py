@@ -4,9 +4,11 @@
     model = specsr.load("saved_models/specsr/5")          # or a training run, or "baseline"
     table = model.super_resolve(spectra, z_prior=[1.21, 1.48])
     table["n2_p50"], table["ha_flux_p16"], table["flags"], table["reason"]
+    windows = specsr.super_resolved_spectra(table)       # specutils spectra, observed frame
     model.infer("cat.fits", "results/run1")                # = `specsr infer`, resumable
 
-`spectra` is one spectrum or a list: `specsr_keras.data.records.Spectrum`, a FITS file that
+`spectra` is one spectrum or a list: `specsr_keras.data.records.Spectrum`, a
+`specutils.Spectrum` (with an uncertainty; its spectral axis taken as vacuum), a FITS file that
 `specsr_keras.data.readers.read_spectra` reads, or a (wavelength, flux, ivar) tuple
 (numpy arrays in Å and 1e-17 erg s^-1 cm^-2 Å^-1, or astropy Quantities in any convertible
 unit). The returned astropy Table has one row per input spectrum in input order: the
@@ -26,13 +28,14 @@ import numpy as np
 from astropy.table import Table, vstack
 
 from specsr_keras.data.records import Spectrum
+from specsr_keras.data.specutils_adapter import from_specutils, is_specutils_spectrum, super_resolved_spectrum
 from specsr_keras.inference.catalog import RawRows
 from specsr_keras.inference.predictors import cached_predictor
 from specsr_keras.inference.runner import InferConfig, predict_rows, resolved_samples, run_inference
 from specsr_keras.schema import PERCENTILES, QUANTITIES, QUANTITY_UNITS
 from specsr_keras.units import DEX, FLUX_UNIT, IVAR_UNIT, WAVELENGTH_UNIT
 
-__all__ = ["SpecsrModel", "load"]
+__all__ = ["SpecsrModel", "load", "super_resolved_spectra"]
 
 
 def load(model: str | Path) -> SpecsrModel:
@@ -90,6 +93,14 @@ class SpecsrModel:
         return run_inference(catalog, self.model, out, settings, workers=workers, overwrite=overwrite)
 
 
+def super_resolved_spectra(table: Table) -> list:
+    """The super-resolved windows of a `SpecsrModel.super_resolve` table as `specutils.Spectrum`
+    objects in observed wavelength, posterior spread as StdDevUncertainty; None for a row
+    that was not used (its `reason`)."""
+    return [super_resolved_spectrum(row["sr_mean"], row["sr_std"], row["sr_z_place"], str(row["object_id"]))
+            if np.isfinite(row["sr_z_place"]) else None for row in table]
+
+
 def _per_row(values, n: int) -> np.ndarray:
     if values is None:
         return np.full(n, np.nan)
@@ -98,9 +109,11 @@ def _per_row(values, n: int) -> np.ndarray:
 
 
 def _as_spectrum(item) -> Spectrum:
-    """A Spectrum from a Spectrum, a spectrum file, or (wavelength, flux, ivar)."""
+    """A Spectrum from a Spectrum, a specutils spectrum, a spectrum file, or (wavelength, flux, ivar)."""
     if isinstance(item, Spectrum):
         return item
+    if is_specutils_spectrum(item):
+        return from_specutils(item)
     if isinstance(item, str | Path):
         from specsr_keras.data.readers import read_spectra
 
@@ -113,8 +126,8 @@ def _as_spectrum(item) -> Spectrum:
         wavelength, flux, ivar = (_in_unit(value, unit) for value, unit in
                                   zip(item, (WAVELENGTH_UNIT, FLUX_UNIT, IVAR_UNIT), strict=True))
         return Spectrum(wavelength, flux, ivar)
-    raise TypeError(f"cannot read a spectrum from {type(item).__name__}: give a Spectrum, a file "
-                    "or a (wavelength, flux, ivar) tuple")
+    raise TypeError(f"cannot read a spectrum from {type(item).__name__}: give a Spectrum, a "
+                    "specutils.Spectrum, a file or a (wavelength, flux, ivar) tuple")
 
 
 def _in_unit(value, unit) -> np.ndarray:

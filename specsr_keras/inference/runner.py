@@ -271,18 +271,19 @@ def _write_chunk_file(path: Path, results: Table, quarantine: Table) -> None:
 
 
 def run_inference(catalog_path, model: str, run_dir, config: InferConfig = InferConfig(), *,
-                  workers: int | None = None, scheduler: str | None = None,
+                  workers: int | None = None, scheduler: str | None = None, dashboard: str | None = ":8787",
                   overwrite: bool = False, merge: bool = True, retries: int = 3,
                   reporter: Reporter | None = None) -> InferSummary:
     """Run (or resume) inference of `model` on a catalog into run_dir; see the module doc.
 
     workers: start a local Dask cluster of that many single-threaded processes;
     scheduler: address of an existing Dask scheduler (tcp://host:port); neither: run in
-    this process. A chunk whose worker dies is rerun elsewhere by the scheduler (up to its
-    allowed-failures, 3 by default); retries: reruns of a chunk that raised (not of a bad-input
-    ValueError, which fails the same way again and is raised at once). overwrite:
-    delete an earlier run in run_dir first. Raises SpecsrInputError for an unusable
-    catalog and ValueError when run_dir holds a run of another input/model/config.
+    this process; dashboard: address of the local cluster's Dask dashboard (None: none; a
+    busy port moves to a free one), its URL logged. A chunk whose worker dies is rerun
+    elsewhere by the scheduler (up to its allowed-failures, 3 by default); retries: reruns of a
+    chunk that raised (not of a bad-input ValueError, which fails the same way again and is
+    raised at once). overwrite: delete an earlier run in run_dir first. Raises
+    SpecsrInputError for an unusable catalog and ValueError when run_dir holds a run of another input/model/config.
     """
     started, reporter = time.perf_counter(), reporter or Reporter()
     if Path(model).exists():  # workers may run elsewhere: absolute paths only
@@ -325,7 +326,8 @@ def run_inference(catalog_path, model: str, run_dir, config: InferConfig = Infer
             advance(n, quarantined=quarantined)
 
         in_chunk = show_rows if unit == "rows" else None
-        for finished, entry in enumerate(_execute(tasks, workers, scheduler, retries, in_chunk), start=1):
+        cluster = DaskSettings(workers, scheduler, dashboard, retries)
+        for finished, entry in enumerate(_execute(tasks, cluster, reporter, in_chunk), start=1):
             if finished == kill_after:
                 os.kill(os.getpid(), signal.SIGKILL)
             manifest.record_chunk(entry)
@@ -355,22 +357,35 @@ def resolved_samples(predictor, samples: int | None) -> int:
     return int(samples)
 
 
-def _execute(tasks, workers, scheduler, retries, progress=None):
+@dataclass(frozen=True)
+class DaskSettings:
+    """Where chunks run: `workers` local processes or the cluster at `scheduler` (neither:
+    this process); `dashboard` the local cluster's dashboard address; `retries` per chunk."""
+
+    workers: int | None = None
+    scheduler: str | None = None
+    dashboard: str | None = ":8787"
+    retries: int = 3
+
+
+def _execute(tasks, dask: DaskSettings, reporter: Reporter, progress=None):
     """Chunk summaries as chunks finish: in this process, or on a Dask cluster."""
-    if not (workers or scheduler):
+    if not (dask.workers or dask.scheduler):
         for task in tasks:
             yield run_chunk(task, progress)
         return
     from distributed import Client, LocalCluster, as_completed
 
     cluster = None
-    if scheduler is None:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                               dashboard_address=None)
+    if dask.scheduler is None:
+        cluster = LocalCluster(n_workers=dask.workers, threads_per_worker=1, processes=True,
+                               dashboard_address=dask.dashboard)
     try:
-        with Client(scheduler or cluster) as client:
+        with Client(dask.scheduler or cluster) as client:
+            if cluster is None or dask.dashboard is not None:
+                reporter.info(f"dask dashboard: {client.dashboard_link}")
             token = uuid.uuid4().hex[:8]
-            futures = [client.submit(_run_chunk_or_input_error, task, retries=retries, pure=False,
+            futures = [client.submit(_run_chunk_or_input_error, task, retries=dask.retries, pure=False,
                                      key=f"specsr-chunk-{token}-{task.index:06d}")
                        for task in tasks]
             for future in as_completed(futures):
