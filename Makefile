@@ -78,7 +78,7 @@ $(SHIPPED_INIT_RUN)/run.json: $(SHIPPED_BASE_RUN)/run.json | shipped-data
 	KERAS_BACKEND=tensorflow $(NICE) $(SPECSR) train $(@D) --preset default --init-from $(SHIPPED_BASE_RUN) \
 		--init-stages autoencoders --stages contrastive --contrastive-steps 1500 --batch-size 128
 
-SIM_SETS := train-euclid train-euclid-bright train-g141 train-roman val val-bright heldout-euclid heldout-euclid-bright \
+SIM_SETS := train-euclid train-euclid-2 train-euclid-bright train-g141 train-roman val val-bright heldout-euclid heldout-euclid-bright \
 	heldout-g141 stress-euclid stress-euclid-flat anomalies-euclid
 shipped-data: $(SIM_SETS:%=$(SIM)/%/manifest.json)
 
@@ -92,6 +92,8 @@ shipped-data: $(SIM_SETS:%=$(SIM)/%/manifest.json)
 # like nearby galaxies moved to z ~ 1.5).
 $(SIM)/train-euclid/manifest.json:
 	$(NICE) $(SPECSR) simulate --n 10000 --instrument euclid --snr-weight-power 2 --seed 31 --out $(@D) --overwrite
+$(SIM)/train-euclid-2/manifest.json:
+	$(NICE) $(SPECSR) simulate --n 20000 --instrument euclid --snr-weight-power 2 --seed 37 --out $(@D) --overwrite
 $(SIM)/train-euclid-bright/manifest.json:
 	$(NICE) $(SPECSR) simulate --n 2000 --instrument euclid --noise-scale 0.2 --snr-weight-power 1 --seed 35 --out $(@D) --overwrite
 $(SIM)/train-g141/manifest.json:

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import RESULTS_DIR, machine
+from specsr_keras.training.config import PRESETS as TRAIN_PRESETS
 
 
 def curve_point(aligner, inputs: dict, truth: dict) -> dict:
@@ -35,8 +36,7 @@ def curve_point(aligner, inputs: dict, truth: dict) -> dict:
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--init", default="runs/default", help="run whose encoders start the aligner")
-    parser.add_argument("--data", default="datasets/sim/train-euclid,datasets/sim/train-euclid-bright,"
-                        "datasets/sim/train-g141,datasets/sim/train-roman")
+    parser.add_argument("--data", default=TRAIN_PRESETS["default"]["data"])
     parser.add_argument("--heldout", default="datasets/sim/heldout-euclid")
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--every", type=int, default=250)

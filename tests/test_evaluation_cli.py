@@ -56,6 +56,15 @@ def test_evaluate_baseline_writes_report_html_and_metrics(euclid_dir, tmp_path):
     report = (out / "report.md").read_text()
     assert "model `baseline`" in report and "does not beat its best competitor" in report
     assert "not computed" in report
+    assert metrics["evaluation"]["samples"] == 1 and "posterior samples per object: 1;" in report  # the model's own K
+    # One statistic per table, each number with its bootstrap interval; coverage by true N2.
+    nmad = bins["snr"]["3-5"]["n2"]["specsr"]
+    row = next(line for line in report.split("#### NMAD [dex]")[1].splitlines() if line.startswith("| 3-5 |"))
+    assert f"| {nmad['nmad']:.3f} [{nmad['nmad_lo']:.3f}, {nmad['nmad_hi']:.3f}] |" in row
+    coverage = bins["n2_true"]["<-1.0"]["coverage"]["n2"]["specsr"]
+    section = report.split("#### N2 68 % coverage by true N2 [dex]")[1]
+    row = next(line for line in section.splitlines() if line.startswith("| <-1.0 |"))
+    assert row.split(" | ")[2] == f"{coverage['68']:.2f} [{coverage['68_lo']:.2f}, {coverage['68_hi']:.2f}]"
     assert "data:image/png;base64," in (out / "report.html").read_text()
     from astropy.table import Table
 

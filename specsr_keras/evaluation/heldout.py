@@ -28,7 +28,7 @@ import numpy as np
 from specsr_keras.data.shards import iter_shard_batches, load_shards, read_manifest
 from specsr_keras.evaluation.metrics import SNR_BINS, bin_masks
 from specsr_keras.inference.predictors import SPECTRUM_COLUMNS, cached_predictor, target_grid_model
-from specsr_keras.inference.runner import chunk_seed
+from specsr_keras.inference.runner import chunk_seed, resolved_samples
 from specsr_keras.instruments import TARGET_GRID, get_instrument
 from specsr_keras.measure import (
     POPULATION_N2,
@@ -132,6 +132,7 @@ def run_held_out_set(directory, model: str, *, set_index: int = 0, max_examples=
         raise ValueError(f"{Path(directory) / 'manifest.json'}: no instrument recorded")
     instrument = get_instrument(manifest["instrument"])
     predictor = predictor_for(model, instrument.name, sampler)
+    samples = resolved_samples(predictor, samples)
     present = set(manifest["fields"])
     truth = load_shards(directory, fields=[f for f in TRUTH_FIELDS if f in present], max_examples=max_examples)
     n = len(truth["z"])
@@ -169,7 +170,7 @@ def run_held_out_set(directory, model: str, *, set_index: int = 0, max_examples=
         "simulator_version": manifest.get("simulator_version"),
         "count_total": manifest["count"], "count_used": n,
         "model_id": predictor.model_id, "model_version": getattr(predictor, "version", None),
-        "model_instrument": predictor.instrument,
+        "model_instrument": predictor.instrument, "samples": samples,
     }
     return HeldOutSet(str(directory), instrument.name, provenance, truth, estimates, examples)
 

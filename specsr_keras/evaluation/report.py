@@ -109,7 +109,7 @@ def report_blocks(metrics: dict, figures: dict, roc_figure, out_dir: Path, pca_f
     model = metrics["model"]
     blocks = [("heading", 1, f"specsr evaluation: model `{model['id']}`"),
               ("text", f"Model argument `{model['argument']}`, version {model['version']}; "
-                       f"{metrics['evaluation']['samples']} samples per object, seed "
+                       f"posterior samples per object: {metrics['evaluation']['samples']}; seed "
                        f"{metrics['evaluation']['seed']}."),
               ("table", ["set", "instrument", "directory", "kind", "seed", "objects used / total"],
                [[d["name"], d["instrument"], d["directory"], str(d["kind"]), str(d["seed"]),
@@ -141,19 +141,41 @@ def _headline_blocks(metrics: dict) -> list[tuple]:
             ("table", ["metric", "value"], [[k, format_number(metrics[k], ".4g")] for k in keys])]
 
 
-def _cells(stats: dict, methods, keys, scale=1.0) -> list[str]:
-    """One cell per method: the stats' keys joined by ' / ' (— if the method is absent)."""
-    fmt = {"bias": "+.3f", "nmad": ".3f", "slope": ".2f", "calibration_slope": ".2f"}
-    return [" / ".join(format_number(stats[m][k], fmt[k], 1.0 if "slope" in k else scale) for k in keys)
-            if m in stats else "—" for m in methods]
+STATISTICS = {"bias": ("bias", "+.3f"), "nmad": ("NMAD", ".3f"), "slope": ("slope", ".2f"),
+              "calibration_slope": ("calibration slope", ".2f")}
 
 
-def _binned_table(bins: dict, quantity: str, keys, scale=1.0) -> tuple:
+def with_interval(stats: dict, key: str, fmt: str, scale: float = 1.0) -> str:
+    """One statistic, with its bootstrap 68 % interval "[lo, hi]" where measured."""
+    value = format_number(stats.get(key), fmt, scale)
+    if stats.get(f"{key}_lo") is None or value == "—":
+        return value
+    return f"{value} [{format_number(stats[f'{key}_lo'], fmt, scale)}, {format_number(stats[f'{key}_hi'], fmt, scale)}]"
+
+
+def _binned_tables(bins: dict, quantity: str, keys, unit: str, scale=1.0) -> list[tuple]:
+    """One table per statistic (rows: bins, columns: methods; one number and its interval per
+    cell); `unit` labels bias and NMAD, slopes have none."""
     methods = ERROR_METHODS[quantity]
     header = ["bin", "N"] + [METHOD_LABELS[m] for m in methods]
-    rows = [[label, str(b["n"])] + _cells(b[quantity], methods, keys, scale)
-            for label, b in bins.items()]
-    return ("table", header, rows)
+    blocks = []
+    for key in keys:
+        label, fmt = STATISTICS[key]
+        scaled = 1.0 if "slope" in key else scale
+        rows = [[name, str(b["n"])] + [with_interval(b[quantity][m], key, fmt, scaled) if m in b[quantity] else "—"
+                                       for m in methods] for name, b in bins.items()]
+        blocks += [("heading", 4, label + ("" if "slope" in key else f" [{unit}]")), ("table", header, rows)]
+    return blocks
+
+
+def _binned_coverage(bins: dict, quantity: str, level: str = "68") -> tuple:
+    """Share of truths inside each method's central `level` % interval, per bin (with its
+    bootstrap 68 % interval)."""
+    methods = [m for m in ERROR_METHODS[quantity] if any(m in b["coverage"][quantity] for b in bins.values())]
+    rows = [[name, str(b["n"])] + [with_interval(b["coverage"][quantity][m], level, ".2f")
+                                   if m in b["coverage"][quantity] else "—" for m in methods]
+            for name, b in bins.items()]
+    return ("table", ["bin", "N"] + [METHOD_LABELS[m] for m in methods], rows)
 
 
 def headline_table(snr_bins: dict) -> list[tuple]:
@@ -165,9 +187,7 @@ def headline_table(snr_bins: dict) -> list[tuple]:
         cells = []
         for m in methods:
             stats = b["n2"].get(m)
-            cells.append("—" if stats is None else
-                         f"{format_number(stats['nmad'])} [{format_number(stats['nmad_lo'])}, "
-                         f"{format_number(stats['nmad_hi'])}]")
+            cells.append("—" if stats is None else with_interval(stats, "nmad", ".3f"))
         verdict = b.get("n2_verdict") or {}
         if verdict:
             outcome = "beats" if verdict["beats"] else ("ties" if verdict["ties"] else "loses to")
@@ -193,29 +213,40 @@ def _set_blocks(instrument: str, m: dict, figures) -> list[tuple]:
     blocks = [("heading", 2, f"Set `{instrument}`"),
               ("heading", 3, "N2 scatter: specsr vs the baselines"),
               *headline_table(m["snr"]),
-              ("heading", 3, "N2 by S/N(Hα): bias / NMAD [dex] / slope / calibration slope"),
-              ("text", "slope: estimate vs truth (< 1: shrinkage toward the mean, expected of a "
-                       "posterior median where the data are weak); calibration slope: truth vs "
-                       "estimate (1: the truth follows the estimate one-for-one; > 1: shrunk more "
-                       "than the data justify)."),
-              _binned_table(m["snr"] | {"all": m["all"]}, "n2", ("bias", "nmad", "slope", "calibration_slope")),
-              ("heading", 3, "N2 by stellar mass: bias / NMAD [dex] / slope"),
-              _binned_table(m["mass"], "n2", ("bias", "nmad", "slope")),
-              ("heading", 3, "N2 by true N2: bias / NMAD [dex]"),
+              ("heading", 3, "N2 by S/N(Hα)"),
+              ("text", "Each cell: the statistic with its bootstrap 68 % interval. slope: estimate vs "
+                       "truth (< 1: shrinkage toward the mean, expected of a posterior median where the "
+                       "data are weak); calibration slope: truth vs estimate (1: the truth follows the "
+                       "estimate one-for-one; > 1: shrunk more than the data justify)."),
+              *_binned_tables(m["snr"] | {"all": m["all"]}, "n2", ("bias", "nmad", "slope", "calibration_slope"),
+                              "dex"),
+              ("heading", 3, "N2 by stellar mass (log M*/M☉)"),
+              *_binned_tables(m["mass"], "n2", ("bias", "nmad", "slope"), "dex"),
+              ("heading", 3, "N2 by true N2 [dex]"),
               ("text", "A bias that falls with true N2 is shrinkage toward the mean, which "
                        "flattens the mass–N2 relation."),
-              _binned_table(m["n2_true"], "n2", ("bias", "nmad")),
-              ("heading", 3, "Hα flux by S/N(Hα): fractional bias / NMAD"),
-              _binned_table(m["snr"] | {"all": m["all"]}, "ha_flux", ("bias", "nmad")),
-              ("heading", 3, f"Redshift by S/N(Hα): bias / NMAD ({z_note})"),
-              _binned_table(m["snr"] | {"all": m["all"]}, "z", ("bias", "nmad"), Z_UNIT),
+              *_binned_tables(m["n2_true"], "n2", ("bias", "nmad"), "dex"),
+              ("heading", 3, "Calibration: fraction of truths inside the 68 % / 95 % intervals"),
+              _coverage_table(m),
+              ("heading", 4, "N2 68 % coverage by true N2 [dex]"),
+              ("text", "0.68 = calibrated; lower: the intervals are too narrow there, usually where "
+                       "the prior pulls."),
+              _binned_coverage(m["n2_true"], "n2"),
+              ("heading", 4, "N2 68 % coverage by S/N(Hα)"),
+              _binned_coverage(m["snr"], "n2"),
+              ("heading", 4, "N2 68 % coverage by stellar mass"),
+              _binned_coverage(m["mass"], "n2"),
+              ("heading", 3, "Hα flux by S/N(Hα)"),
+              *_binned_tables(m["snr"] | {"all": m["all"]}, "ha_flux", ("bias", "nmad"), "fraction of the true flux"),
+              ("heading", 4, "Hα flux 68 % coverage by S/N(Hα)"),
+              _binned_coverage(m["snr"] | {"all": m["all"]}, "ha_flux"),
+              ("heading", 3, f"Redshift by S/N(Hα) ({z_note})"),
+              *_binned_tables(m["snr"] | {"all": m["all"]}, "z", ("bias", "nmad"), f"{Z_UNIT:g} (1+z)", Z_UNIT),
               ("heading", 3, f"Redshift bias vs true N2 and stellar mass ({z_note})"),
               ("text", "Blending shifts a centroid that ignores [NII] redward; Martens et al. "
                        f"2019 expect {martens}."),
-              _binned_table(m["n2_true"], "z", ("bias",), Z_UNIT),
-              _binned_table(m["mass"], "z", ("bias",), Z_UNIT),
-              ("heading", 3, "Calibration: fraction of truths inside the 68 % / 95 % intervals"),
-              _coverage_table(m)]
+              *_binned_tables(m["n2_true"], "z", ("bias",), f"{Z_UNIT:g} (1+z)", Z_UNIT),
+              *_binned_tables(m["mass"], "z", ("bias",), f"{Z_UNIT:g} (1+z)", Z_UNIT)]
     blocks += [("figure", path, caption) for path, caption in figures]
     return blocks
 
@@ -230,9 +261,8 @@ def _real_set_blocks(name: str, m: dict, figures) -> list[tuple]:
                        "the catalogue redshift, which is also the prior z_prior the fits start "
                        "from; 'ceiling' is the fit of the observed R=3600 spectrum plus "
                        f"matching noise ({n_hires} objects with a hi-res spectrum)."),
-              ("heading", 3, f"Redshift vs the catalogue: bias / NMAD (Δz/(1+z) in units of "
-                             f"{Z_UNIT:g})"),
-              _binned_table({"all": m["all"]}, "z", ("bias", "nmad"), Z_UNIT)]
+              ("heading", 3, f"Redshift vs the catalogue (Δz/(1+z) in units of {Z_UNIT:g})"),
+              *_binned_tables({"all": m["all"]}, "z", ("bias", "nmad"), f"{Z_UNIT:g} (1+z)", Z_UNIT)]
     return blocks + [("figure", path, caption) for path, caption in figures]
 
 
@@ -273,8 +303,7 @@ def _coverage_table(m: dict) -> tuple:
         for method, cov in methods.items():
             high = m["snr_ge_10"]["coverage"][quantity].get(method, {})
             rows.append([quantity, METHOD_LABELS.get(method, method), str(cov["n"]),
-                         format_number(cov["68"], ".2f"), format_number(cov["95"], ".2f"),
-                         format_number(high.get("68"), ".2f"), format_number(high.get("95"), ".2f")])
+                         *(with_interval(stats, level, ".2f") for stats in (cov, high) for level in ("68", "95"))])
     header = ["quantity", "method", "N", "68 % (all)", "95 % (all)",
               f"68 % (S/N>={HEADLINE_MIN_SNR:g})", f"95 % (S/N>={HEADLINE_MIN_SNR:g})"]
     return ("table", header, rows)

@@ -88,9 +88,9 @@ PRESETS: dict[str, dict] = {
     "quick": {"autoencoder_steps": 60, "contrastive_steps": 60, "superres_steps": 300, "val_examples": 64,
               "sampler": "amortised=true,eta=1,posterior_draws=true"},
     "default": {
-        # Data from `make shipped-data` (simulator 2.2.0, seeds 31-35, S/N-stratified, instrument mix).
-        "data": "datasets/sim/train-euclid,datasets/sim/train-euclid-bright,datasets/sim/train-g141,"
-                "datasets/sim/train-roman",
+        # Data from `make shipped-data` (simulator 2.2.0, seeds 31-37, S/N-stratified, instrument mix).
+        "data": "datasets/sim/train-euclid,datasets/sim/train-euclid-2,datasets/sim/train-euclid-bright,"
+                "datasets/sim/train-g141,datasets/sim/train-roman",
         "val_data": "datasets/sim/val",
         "model_preset": "tiny",
         "autoencoder_steps": 750,
