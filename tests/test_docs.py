@@ -1,4 +1,5 @@
-"""Code in the README and the notebook in docs/ runs as written; documented commands name real options and the shipped model."""
+"""Code in the README and the notebook in docs/ runs as written; documented commands name
+real options and the shipped model."""
 
 import re
 from pathlib import Path
@@ -82,4 +83,4 @@ def test_docs_name_the_shipped_model_version():
     assert (REPO / "saved_models" / "specsr" / version / "saved_model.pb").is_file()
     for path in [*DOC_FILES, REPO / "docs" / "notebook.py"]:
         named = set(re.findall(r"saved_models/specsr/(\d+)", path.read_text()))
-        assert named <= {version}, f"{path.name} names saved_models/specsr/{sorted(named - {version})}, shipped {version}"
+        assert named <= {version}, f"{path.name} names specsr/{sorted(named - {version})}, shipped {version}"
