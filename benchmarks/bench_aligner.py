@@ -10,6 +10,11 @@ curve that sets the contrastive stage's step budget.
 
     python -m benchmarks.bench_aligner --init runs/default --steps 1500 --batch 128 \\
         --data datasets/sim/train-euclid,datasets/sim/train-g141 --heldout datasets/sim/heldout-euclid
+
+With `--checkpoints DIR --run RUN` it trains nothing: it scores `--init` (step 0) and then
+RUN's aligner with the weights of each checkpoint in DIR (copies of RUN's
+`checkpoints/contrastive/ckpt-*` taken while `specsr train` ran: a run keeps its newest 3),
+the held-out curve of a real training run -> results/aligner_curve.json.
 """
 
 from __future__ import annotations
@@ -46,15 +51,17 @@ def main(argv=None) -> dict:
     parser.add_argument("--label", default="")
     parser.add_argument("--out", default=None, help="result file (default benchmarks/results/aligner_<label>.json)")
     parser.add_argument("--quick", action="store_true", help="50 steps on 1,000 examples (smoke run)")
+    parser.add_argument("--checkpoints", default=None, help="score these checkpoints of --run instead of training")
+    parser.add_argument("--run", default=None, help="the run whose checkpoints --checkpoints holds")
     args = parser.parse_args(argv)
+    if args.checkpoints:
+        return checkpoint_curve(args)
 
     import keras
 
-    from specsr_keras.data.shards import load_shards, read_manifest
     from specsr_keras.embeddings import load_aligner
-    from specsr_keras.instruments import get_instrument
     from specsr_keras.models.contrastive import ContrastiveAligner
-    from specsr_keras.models.preprocessor import STAGE_KEYS, chunked_model_inputs
+    from specsr_keras.models.preprocessor import STAGE_KEYS
     from specsr_keras.reporting import Reporter
     from specsr_keras.training.batches import stage_arrays, step_batches
     from specsr_keras.training.pipeline import load_examples
@@ -65,9 +72,7 @@ def main(argv=None) -> dict:
     train = stage_arrays(train, STAGE_KEYS["contrastive"])
     if args.quick:
         train = {k: v[:1000] for k, v in train.items()}
-    held = load_shards(args.heldout, max_examples=300 if args.quick else 1500)
-    held_inputs = chunked_model_inputs(held, get_instrument(read_manifest(args.heldout)["instrument"]),
-                                       noiseless_hires=True)
+    held_inputs, held = heldout_inputs(args.heldout, 300 if args.quick else 1500)
     start = load_aligner(args.init)
     settings = {"amplitude": not args.no_amplitude, "augment": not args.no_augment}
     aligner = ContrastiveAligner(start.image_encoder, start.spectrum_encoder, embedding_dim=start.embedding_dim,
@@ -89,6 +94,47 @@ def main(argv=None) -> dict:
               "batch": args.batch, "settings": settings, "examples": len(train["image"]), "curve": curve,
               "machine": machine(), "quick": args.quick}
     path = Path(args.out) if args.out else RESULTS_DIR / f"aligner_{label}{'_quick' if args.quick else ''}.json"
+    path.write_text(json.dumps(result, indent=1, default=float))
+    print(f"wrote {path}")
+    return result
+
+
+def heldout_inputs(directory: str, max_examples: int) -> tuple[dict, dict]:
+    """(model inputs, truth) of the first max_examples of a held-out shard directory."""
+    from specsr_keras.data.shards import load_shards, read_manifest
+    from specsr_keras.instruments import get_instrument
+    from specsr_keras.models.preprocessor import chunked_model_inputs
+
+    held = load_shards(directory, max_examples=max_examples)
+    instrument = get_instrument(read_manifest(directory)["instrument"])
+    return chunked_model_inputs(held, instrument, noiseless_hires=True), held
+
+
+def checkpoint_curve(args) -> dict:
+    """Held-out retrieval and probes of --init, then of each checkpoint of --run (see the module doc)."""
+    import numpy as np
+
+    from specsr_keras.embeddings import load_aligner
+    from specsr_keras.training.checkpoints import CheckpointManager
+
+    if not args.run:
+        raise SystemExit("--checkpoints needs --run (the run they were saved from)")
+    inputs, held = heldout_inputs(args.heldout, 1500)
+    curve = [{"step": 0, "run": args.init, **curve_point(load_aligner(args.init), inputs, held)}]
+    aligner = load_aligner(args.run)
+    for checkpoint in CheckpointManager(args.checkpoints).checkpoints():
+        with np.load(checkpoint.weights_path) as saved:  # model variables first, then the optimizer's
+            for i, variable in enumerate(aligner.variables):
+                value = saved[f"v{i:05d}"]
+                if value.shape != tuple(variable.shape):
+                    raise SystemExit(f"{checkpoint.weights_path}: not a checkpoint of {args.run}'s aligner")
+                variable.assign(value)
+        curve.append({"step": checkpoint.step, "loss": checkpoint.extra.get("logs", {}).get("loss"),
+                      **curve_point(aligner, inputs, held)})
+        print(json.dumps({"step": checkpoint.step, "top1@256": round(curve[-1]["pool256"]["top1"], 3)}), flush=True)
+    result = {"benchmark": "aligner learning curve from a run's checkpoints", "init": args.init, "run": args.run,
+              "heldout": args.heldout, "curve": curve, "machine": machine()}
+    path = Path(args.out) if args.out else RESULTS_DIR / "aligner_curve.json"
     path.write_text(json.dumps(result, indent=1, default=float))
     print(f"wrote {path}")
     return result
