@@ -112,8 +112,6 @@ def heldout_inputs(directory: str, max_examples: int) -> tuple[dict, dict]:
 
 def checkpoint_curve(args) -> dict:
     """Held-out retrieval and probes of --init, then of each checkpoint of --run (see the module doc)."""
-    import numpy as np
-
     from specsr_keras.embeddings import load_aligner
     from specsr_keras.training.checkpoints import CheckpointManager
 
@@ -122,13 +120,9 @@ def checkpoint_curve(args) -> dict:
     inputs, held = heldout_inputs(args.heldout, 1500)
     curve = [{"step": 0, "run": args.init, **curve_point(load_aligner(args.init), inputs, held)}]
     aligner = load_aligner(args.run)
-    for checkpoint in CheckpointManager(args.checkpoints).checkpoints():
-        with np.load(checkpoint.weights_path) as saved:  # model variables first, then the optimizer's
-            for i, variable in enumerate(aligner.variables):
-                value = saved[f"v{i:05d}"]
-                if value.shape != tuple(variable.shape):
-                    raise SystemExit(f"{checkpoint.weights_path}: not a checkpoint of {args.run}'s aligner")
-                variable.assign(value)
+    manager = CheckpointManager(args.checkpoints)
+    for checkpoint in manager.checkpoints():
+        manager.restore_weights(aligner, checkpoint)
         curve.append({"step": checkpoint.step, "loss": checkpoint.extra.get("logs", {}).get("loss"),
                       **curve_point(aligner, inputs, held)})
         print(json.dumps({"step": checkpoint.step, "top1@256": round(curve[-1]["pool256"]["top1"], 3)}), flush=True)

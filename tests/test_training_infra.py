@@ -150,3 +150,20 @@ def test_stage_resume_matches_uninterrupted_run(tmp_path):
     untrained = NoisyRegressor()
     untrained(arrays)
     assert summary["final_loss"] < 0.5 * evaluate_loss(untrained, arrays, batch_size=16)
+
+
+def test_restore_weights_loads_a_checkpoint_into_a_model_without_an_optimizer(tmp_path):
+    arrays = _toy_arrays()
+    trained = NoisyRegressor()
+    train_stage(trained, arrays, stage="toy", steps=10, config=_config(), run_dir=tmp_path)
+    manager = CheckpointManager(tmp_path / "checkpoints" / "toy")
+    checkpoint = manager.latest()
+    fresh = NoisyRegressor()  # never compiled: only the model's variables are taken
+    fresh(arrays)
+    manager.restore_weights(fresh, checkpoint)
+    with np.load(checkpoint.weights_path) as saved:
+        for i, variable in enumerate(fresh.variables):
+            np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable), saved[f"v{i:05d}"])
+    wider = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match="has shape"):
+        manager.restore_weights(wider, checkpoint)

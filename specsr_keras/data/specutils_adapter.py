@@ -15,7 +15,7 @@ from __future__ import annotations
 import astropy.units as u
 import numpy as np
 
-from specsr_keras.data.records import Spectrum
+from specsr_keras.data.records import Spectrum, ivar_from_sigma, make_spectrum
 from specsr_keras.instruments import TARGET_GRID
 from specsr_keras.units import FLUX_UNIT, IVAR_UNIT, WAVELENGTH_UNIT
 
@@ -29,9 +29,10 @@ def from_specutils(spectrum, *, instrument: str = "", object_id: str = "") -> Sp
     """A specutils spectrum (1-D) -> `Spectrum` in specsr's units.
 
     The spectral axis may be in any spectral unit (wavelength, frequency, energy) and either
-    order; flux in any flux-density unit (per Å, per Hz, Jy, ...); the uncertainty
-    (required) as StdDev, Variance or InverseVariance. Pixels with a zero or non-finite
-    uncertainty and masked pixels become masked. Raises ValueError naming what is missing.
+    order (specutils itself refuses a non-monotonic axis); flux in any flux-density unit (per
+    Å, per Hz, Jy, ...); the uncertainty (required) as StdDev, Variance or InverseVariance. Pixels with a
+    zero or non-finite uncertainty and masked pixels become masked. Raises ValueError
+    naming what is missing or wrong.
     """
     from astropy.nddata import StdDevUncertainty
 
@@ -46,12 +47,11 @@ def from_specutils(spectrum, *, instrument: str = "", object_id: str = "") -> Sp
     flux = spectrum.flux.to_value(FLUX_UNIT, equivalencies=density)
     with np.errstate(divide="ignore", invalid="ignore"):  # ivar 0 (a bad pixel) is an infinite std
         std = spectrum.uncertainty.represent_as(StdDevUncertainty).quantity.to_value(FLUX_UNIT, equivalencies=density)
-        ivar = np.where(np.isfinite(std) & (std > 0), 1.0 / std**2, 0.0)
-    mask = np.zeros(flux.shape, bool) if spectrum.mask is None else np.asarray(spectrum.mask, bool).copy()
-    order = np.argsort(wave.value)  # frequency axes come decreasing in wavelength
     meta = dict(spectrum.meta or {})
-    return Spectrum(wave.value[order], flux[order], ivar[order], mask[order], instrument=instrument,
-                    object_id=object_id or str(meta.get("object_id", "")), meta=meta)
+    # make_spectrum reverses a frequency axis (decreasing in wavelength), as for the file readers
+    return make_spectrum("specutils spectrum", wavelength=wave.value, wavelength_unit=WAVELENGTH_UNIT, flux=flux,
+                         flux_scale=1.0, ivar=ivar_from_sigma(std), bad=spectrum.mask, instrument=instrument,
+                         object_id=object_id or str(meta.get("object_id", "")), meta=meta)
 
 
 def to_specutils(spectrum: Spectrum):

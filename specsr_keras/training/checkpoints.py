@@ -100,16 +100,30 @@ class CheckpointManager:
                     f"{checkpoint.weights_path}: holds {len(data.files)} variables, "
                     f"the model has {len(variables)} (different preset or stage?)"
                 )
-            for i, variable in enumerate(variables):
-                value = data[f"v{i:05d}"]
-                if tuple(value.shape) != tuple(variable.shape):
-                    raise ValueError(
-                        f"{checkpoint.weights_path}: variable {variable.path} has shape "
-                        f"{tuple(variable.shape)}, checkpoint {value.shape}"
-                    )
-                variable.assign(value)
+            _assign(variables, data, checkpoint)
+
+    def restore_weights(self, model: keras.Model, checkpoint: Checkpoint) -> None:
+        """Load only the model's own variables of `checkpoint` (saved first, before the
+        optimizer's) into `model`, e.g. a loaded `.keras` model without an optimizer."""
+        with np.load(checkpoint.weights_path) as data:
+            if len(data.files) < len(model.variables):
+                raise ValueError(f"{checkpoint.weights_path}: holds {len(data.files)} variables, "
+                                 f"the model alone has {len(model.variables)}")
+            _assign(model.variables, data, checkpoint)
 
     def _prune(self) -> None:
         for old in self.checkpoints()[: -self.keep]:
             old.weights_path.unlink(missing_ok=True)
             old.weights_path.with_suffix(".json").unlink(missing_ok=True)
+
+
+def _assign(variables: list, data, checkpoint: Checkpoint) -> None:
+    """Assign the checkpoint's arrays to `variables` by position, checking every shape."""
+    for i, variable in enumerate(variables):
+        value = data[f"v{i:05d}"]
+        if tuple(value.shape) != tuple(variable.shape):
+            raise ValueError(
+                f"{checkpoint.weights_path}: variable {variable.path} has shape "
+                f"{tuple(variable.shape)}, checkpoint {value.shape}"
+            )
+        variable.assign(value)
