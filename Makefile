@@ -25,7 +25,7 @@ $(VENV)/.installed: pyproject.toml
 # reports with the shipped model saved_models/specsr (see its MODEL_CARD.md).
 DEMO_SIM := --instrument euclid --snr-weight-power 1.5
 QUICK_EXPORT := $(DEMO)/saved_models/specsr-demo/1
-SHIPPED_VERSION := 6
+SHIPPED_VERSION := 7
 SHIPPED_MODEL := saved_models/specsr/$(SHIPPED_VERSION)
 
 demo: venv $(DEMO)/report/report.md

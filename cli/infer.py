@@ -85,6 +85,8 @@ def summary_table(summary):
              for reason, count in summary.reasons.items()]
     if summary.rows_duplicate_id:
         rows.append(("rows flagged DUPLICATE_ID", f"{summary.rows_duplicate_id:,}"))
+    if summary.rows_amplitude_ignored:
+        rows.append(("rows flagged AMPLITUDE_IGNORED (flux units?)", f"{summary.rows_amplitude_ignored:,}"))
     rows += [("results", str(summary.results)), ("quarantine", str(summary.quarantine))]
     for name, value in rows:
         table.add_row(name, value)

@@ -120,6 +120,15 @@ def g141_hdf5_with_serialized_meta(tmp):
     return tmp / "g141.h5"
 
 
+def fluxes_in_cgs_units(tmp):
+    """Row 0 in erg/s/cm²/Å (1e-17 of specsr's unit) without a unit: the flux level is
+    outside the shipped model's training range."""
+    columns = simulated_columns(N)
+    columns["flux"][0] *= 1e-17
+    columns["ivar"][0] *= 1e34
+    return write_table(tmp / "cgs.fits", columns)
+
+
 # name -> (catalogue builder, --model, expected): "error: <text>" = exit 1 with that text
 # on one line; "quarantine: <row>: <reason start>"; "flag: <row>: <FLAG>"; "ok" = all rows out.
 CASES = {
@@ -135,6 +144,8 @@ CASES = {
     "unknown instrument": (unknown_instrument, "baseline", "quarantine: 5: unknown_instrument: 'jwst_nirspec'"),
     "G141 HDF5 (astropy meta), Euclid baseline": (g141_hdf5_with_serialized_meta, "baseline",
                                                   "noflag: 0: RESAMPLED"),
+    "fluxes in erg/s/cm2/A, SavedModel": (fluxes_in_cgs_units, str(SHIPPED), "flag: 0: AMPLITUDE_IGNORED"),
+    "fluxes in 1e-17 erg/s/cm2/A, SavedModel": (fluxes_in_cgs_units, str(SHIPPED), "noflag: 1: AMPLITUDE_IGNORED"),
     "G141 rows, Euclid SavedModel": (g141_rows_for_a_fixed_grid_export, str(SHIPPED),
                                      "quarantine: 0: other_instrument: observed with hst_g141"),
 }
@@ -166,7 +177,7 @@ def test_bad_input_corpus(tmp_path, name):
         row, _, reason = detail.partition(": ")
         reasons = dict(zip(quarantine["row"].tolist(), quarantine["reason"].tolist(), strict=True))
         assert reasons[int(row)].startswith(reason), reasons
-    elif kind in ("flag", "noflag"):  # noflag: read on its own instrument's grid, not resampled
+    elif kind in ("flag", "noflag"):  # noflag: e.g. read on its own instrument's grid, not resampled
         row, _, flag = detail.partition(": ")
         flags = dict(zip(results["row"].tolist(), results["flags"].tolist(), strict=True))
         assert bool(flags[int(row)] & QualityFlag[flag]) == (kind == "flag")

@@ -17,11 +17,14 @@ import numpy as np
 import pytest
 from keras import ops
 
+from specsr_keras.instruments import TARGET_GRID
 from specsr_keras.models import presets
 from specsr_keras.models.contrastive import info_nce, retrieval_top_k
+from specsr_keras.models.diffusion import diffusion_loss
 from specsr_keras.models.samplers import Sampler
 from specsr_keras.models.superres import MODALITIES, SuperResolver, sample_mean_std
 from specsr_keras.models.unet1d import UNet1D
+from specsr_keras.physics import LINE_WAVELENGTHS
 
 pytestmark = pytest.mark.keras
 
@@ -333,6 +336,51 @@ def test_masked_hires_pixels_do_not_change_the_superres_loss(micro_models, batch
         variable.assign(value)  # same seed-generator state -> same t and noise
     loss_b = float(sr.compute_loss(changed, None, sr(changed)))
     assert abs(loss_a - loss_b) < 1e-5 * max(abs(loss_a), 1.0)
+
+
+def test_an_amplitude_outside_the_trained_range_counts_as_missing_and_is_reported(batch):
+    sr = build("superres", seed=5)
+    ranges = sr.fit_amplitude_ranges({"log_scale": np.linspace(-1.0, 1.0, 1000),
+                                      "log_image_amplitude": np.linspace(0.0, 2.0, 1000),
+                                      "has_image": np.ones(1000)})
+    assert ranges["amplitude"] == pytest.approx((-1.498, 1.498), abs=1e-3)
+    inputs = dict(batch, log_scale=np.array([0.0, 0.5, -17.0, 3.0], "float32"),
+                  log_image_amplitude=np.ones(4, "float32"), has_image=np.ones(4, "float32"))
+    np.testing.assert_array_equal(ops.convert_to_numpy(sr.amplitudes_ignored(inputs)), [0, 0, 1, 1])
+    # A row in wrong units gets exactly the context of a row without the amplitude.
+    without = dict(inputs, has_amplitude=np.array([1, 1, 0, 0], "float32"))
+    context, _ = sr.conditioning(inputs, training=False)
+    expected, _ = sr.conditioning(without, training=False)
+    np.testing.assert_allclose(ops.convert_to_numpy(context), ops.convert_to_numpy(expected), atol=1e-6)
+    # ... and a wrong image level drops the image modality (without a range nothing is ignored).
+    dim = dict(inputs, log_image_amplitude=np.array([1.0, 9.0, 1.0, 1.0], "float32"))
+    np.testing.assert_array_equal(ops.convert_to_numpy(sr.amplitudes_ignored(dim)), [0, 1, 1, 1])
+    assert SuperResolver.from_config(sr.get_config()).amplitude_ranges == sr.amplitude_ranges
+    assert float(ops.max(build("superres", seed=5).amplitudes_ignored(inputs))) == 0.0
+
+
+def test_superres_loss_weighs_line_pixels_line_weight_times_the_continuum(batch):
+    sr = presets.build_superresolver("micro", seed=3, superres={"line_weight": 4.0})
+    profile = sr.loss_profile()
+    wave = TARGET_GRID.wavelength
+    halpha, continuum = np.argmin(np.abs(wave - LINE_WAVELENGTHS["halpha"])), 0
+    assert profile[halpha] == 4.0 and profile[continuum] == 1.0
+    assert profile[np.argmin(np.abs(wave - LINE_WAVELENGTHS["nii_6585"]))] == 4.0
+    # The training target's weight is the pixel mask times the profile.
+    _, weight = sr.target(batch)
+    np.testing.assert_allclose(ops.convert_to_numpy(weight), batch["hires_weight"] * profile, rtol=1e-6)
+    # The same squared error costs 4x more at a line pixel than at a continuum pixel.
+    outputs = {"v_pred": np.zeros((1, 320, 1), "float32"), "weight": weight[:1]}
+    costs = []
+    for pixel in (halpha, continuum):
+        target = np.zeros((1, 320, 1), "float32")
+        target[0, pixel] = 1.0
+        costs.append(float(diffusion_loss({**outputs, "v_target": target})) * float(ops.sum(weight[:1])))
+    assert costs[0] / costs[1] == pytest.approx(4.0 * batch["hires_weight"][0, halpha] / batch["hires_weight"][0, 0],
+                                                rel=1e-5)
+    assert SuperResolver.from_config(sr.get_config()).line_weight == 4.0
+    with pytest.raises(ValueError, match="line_weight"):
+        presets.build_superresolver("micro", superres={"line_weight": 0.0})
 
 
 def test_superresolver_rejects_a_denoiser_without_lowres_channels():

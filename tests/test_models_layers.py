@@ -143,6 +143,19 @@ def test_spectrum_scale_ignores_masked_pixels_and_is_the_covered_quantile():
     assert noisy[0] == pytest.approx(2.0)  # floored at the median noise sigma
 
 
+def test_spectra_in_cgs_units_normalise_like_the_same_spectra_in_1e17_units():
+    """A catalogue in erg/s/cm²/Å (1e-17 of specsr's unit) must reach the model as the same
+    normalised spectrum (its amplitude alone differs, and is flagged by the model)."""
+    flux = normal(2, 200) * 0.05 + 0.2
+    ivar = np.full((2, 200), 400.0, "float32")
+    cgs_flux, cgs_ivar = flux * np.float32(1e-17), ivar * np.float32(1e34)
+    scale, cgs_scale = numpy(spectrum_scale(flux, ivar)), numpy(spectrum_scale(cgs_flux, cgs_ivar))
+    np.testing.assert_allclose(cgs_scale, scale * 1e-17, rtol=1e-5)
+    for a, b in zip(normalise_spectrum(flux, ivar, scale), normalise_spectrum(cgs_flux, cgs_ivar, cgs_scale),
+                    strict=True):
+        np.testing.assert_allclose(numpy(b), numpy(a), rtol=1e-4)
+
+
 def test_normalisation_round_trips_and_weights_vanish_where_masked():
     flux, ivar = normal(2, 50) * 3.0, np.full((2, 50), 4.0, "float32")
     ivar[0, :5] = 0.0

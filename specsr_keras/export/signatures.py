@@ -103,6 +103,8 @@ ENDPOINTS = {
             "observed_pixels": _io(("B",), "float32", "", "low-res pixels observing the window"),
             "line_pixels": _io(("B",), "float32", "", "of those, pixels overlapping Hα + [NII] "
                                "(0: the estimate is the prior alone)"),
+            "amplitudes_ignored": _io(("B",), "float32", "", "1: the spectrum's flux level was outside the "
+                                      "model's training range (wrong units?) and not used by the prior"),
             **_SAMPLE_OUTPUTS,
             **_LINE_OUTPUTS,
         },

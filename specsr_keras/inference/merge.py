@@ -71,7 +71,8 @@ def merge_run(run_dir, reporter: Reporter | None = None, verify: bool = True) ->
     Raises ValueError if run_dir has no manifest, some chunks are not finished, or (verify:
     `specsr infer` itself checked them at its start or just wrote them) a chunk file is
     missing or differs from its manifest checksum (naming the file). Returns
-    {"results", "quarantine": paths, "rows_results", "rows_quarantine", "rows_duplicate_id"}.
+    {"results", "quarantine": paths, "rows_results", "rows_quarantine", "rows_duplicate_id",
+    "rows_amplitude_ignored"} (result rows flagged DUPLICATE_ID, AMPLITUDE_IGNORED).
     """
     run_dir, reporter = Path(run_dir), reporter or Reporter()
     manifest = Manifest.load(run_dir)
@@ -89,14 +90,15 @@ def merge_run(run_dir, reporter: Reporter | None = None, verify: bool = True) ->
                          "to recompute damaged chunks")
     files = [chunk_path(run_dir, index) for index in range(manifest.n_chunks)]
     duplicates = duplicate_ids(files)
-    merged = {"rows_duplicate_id": 0}
+    merged = {"rows_duplicate_id": 0, "rows_amplitude_ignored": 0}
 
-    def flag_duplicates(rows: dict) -> dict:
+    def flag_rows(rows: dict) -> dict:
         repeated = np.isin(np.char.encode(np.asarray(rows["object_id"], str), "utf-8"), duplicates)
         merged["rows_duplicate_id"] += int(repeated.sum())
+        merged["rows_amplitude_ignored"] += int(np.count_nonzero(rows["flags"] & QualityFlag.AMPLITUDE_IGNORED))
         return {**rows, "flags": np.where(repeated, rows["flags"] | QualityFlag.DUPLICATE_ID, rows["flags"])}
 
-    for extname, name, key, transform in (("RESULTS", RESULTS_NAME, "results", flag_duplicates),
+    for extname, name, key, transform in (("RESULTS", RESULTS_NAME, "results", flag_rows),
                                           ("QUARANTINE", QUARANTINE_NAME, "quarantine", None)):
         path = run_dir / name
         merged[f"rows_{key}"] = _merge_extension(files, extname, path,

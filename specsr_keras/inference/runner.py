@@ -108,6 +108,7 @@ class InferSummary:
     results: str | None = None
     quarantine: str | None = None
     rows_duplicate_id: int = 0  # result rows whose object_id occurs more than once
+    rows_amplitude_ignored: int = 0  # result rows whose flux level the model did not trust (units?)
 
 
 def chunk_seed(seed: int, index: int, batch: int = 0) -> int:
@@ -341,6 +342,7 @@ def run_inference(catalog_path, model: str, run_dir, config: InferConfig = Infer
         merged = merge_run(run_dir, reporter=reporter, verify=False)  # chunks checked or just written
         summary.results, summary.quarantine = merged["results"], merged["quarantine"]
         summary.rows_duplicate_id = merged["rows_duplicate_id"]
+        summary.rows_amplitude_ignored = merged["rows_amplitude_ignored"]
     return summary
 
 

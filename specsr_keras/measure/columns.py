@@ -44,12 +44,13 @@ def quality_flags(columns: dict, flags: np.ndarray, ok: np.ndarray, chi2_dof: np
 
 def sample_columns(generated: dict, flags: np.ndarray) -> dict[str, np.ndarray]:
     """Columns from `SuperResolver.generate` outputs (numpy): per-sample (B, K) quantities and
-    "ok", "reconstruction_chi2", "line_pixels" (B,).
+    "ok", "reconstruction_chi2", "line_pixels" and (models that report it) "amplitudes_ignored" (B,).
 
     Percentiles are predictive (`spectral.intervals`) over the samples whose fit succeeded.
     `reconstruction_chi2` is the reduced chi2 of the low-res data against the posterior mean
     re-observed; LINE_NOT_COVERED marks rows where no observing pixel overlaps Hα + [NII]:
-    their estimates are the prior's.
+    their estimates are the prior's; AMPLITUDE_IGNORED rows whose flux or image level was
+    outside the model's training range (not used by the prior).
     """
     valid = np.asarray(generated["ok"]) > 0
     out = {}
@@ -60,6 +61,8 @@ def sample_columns(generated: dict, flags: np.ndarray) -> dict[str, np.ndarray]:
     out["reconstruction_chi2"] = np.asarray(generated["reconstruction_chi2"], np.float64)
     flags = quality_flags(out, flags, valid.mean(axis=1) >= MIN_OK_FRACTION, out["reconstruction_chi2"])
     flags[np.asarray(generated["line_pixels"]) == 0] |= QualityFlag.LINE_NOT_COVERED
+    if "amplitudes_ignored" in generated:
+        flags[np.asarray(generated["amplitudes_ignored"]) > 0] |= QualityFlag.AMPLITUDE_IGNORED
     out["flags"] = flags
     return out
 

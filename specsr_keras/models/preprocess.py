@@ -39,7 +39,7 @@ def _masked_quantile(values, valid, quantile):
     return picked, count
 
 
-def spectrum_scale(flux, ivar, quantile=0.98, tiny=1e-6):
+def spectrum_scale(flux, ivar, quantile=0.98, tiny=1e-30):
     """Robust per-object flux scale (B,) from flux, ivar (B, L); 1 if nothing is covered."""
     flux = ops.cast(flux, "float32")
     ivar = ops.cast(ivar, "float32")

@@ -100,7 +100,7 @@ PRESETS = {
             "num_heads": 2,
             "embedding_dim": 64,
         },
-        "superres": {"instrument_dim": 8, "context_dim": 64, "target_scale": 1.0},
+        "superres": {"instrument_dim": 8, "context_dim": 64, "target_scale": 1.0, "line_weight": 5.0},
     },
     "base": {
         "embedding_dim": 128,

@@ -14,9 +14,20 @@ every subset:
   normalisation level, log10 nJy);
 - "amplitude": log10 of the low-res scale ("log_scale": 1e-17 erg/s/cm²/Å);
 - "mass": a catalogue log10 M*/Msun ("log_mstar").
+Training loss: the v-prediction MSE over the window's pixels, the pixels within
+`LINE_LOSS_HALF_WIDTH_A` of Hα and the [NII] doublet (rest frame, wide enough for the
+placement's redshift-prior error) weighted `line_weight` times the continuum, so that a
+small denoiser spends its capacity on the [NII]/Hα split rather than on the continuum.
 Always given: the placement redshift "z_place" and "instrument" (B,) int. Presence flags
 "has_spectrum", "has_image", "has_amplitude", "has_mass" (B,) in {0, 1} (default 1 when the
 modality's inputs are given, else 0) say what a row has.
+
+An amplitude outside the range the model was trained on (`amplitude_ranges`, log10, set
+from the training set by `fit_amplitude_ranges`: fluxes in the wrong units, e.g. erg/s/cm²/Å
+instead of 1e-17 of them, would otherwise move N2 by tenths of a dex) is not extrapolated:
+its modality ("amplitude" for "log_scale", "image" for "log_image_amplitude") counts as
+missing, its embedder reads the centre of the range instead, and `generate` reports the row
+in "amplitudes_ignored".
 
 Sampling (`sample`) is posterior sampling when a `window.Observation` of the low-res
 pixels is given: the sampler's data-consistency step conditions each clean estimate on
@@ -32,12 +43,13 @@ import keras
 import numpy as np
 from keras import ops
 
+from specsr_keras.instruments import TARGET_GRID
 from specsr_keras.models.contrastive import takes_amplitude
 from specsr_keras.models.diffusion import HiresSpectrumTask
 from specsr_keras.models.preprocess import masked_flux
 from specsr_keras.models.preprocessor import SpectrumPreprocessor, image_inputs
 from specsr_keras.models.samplers import LinearData, Sampler
-from specsr_keras.physics import LINE_REGION_A
+from specsr_keras.physics import LINE_REGION_A, LINE_WAVELENGTHS
 from specsr_keras.spectral.lines import measure_windows
 from specsr_keras.spectral.window import WINDOW_BINS
 
@@ -46,6 +58,13 @@ register = keras.saving.register_keras_serializable(package="specsr")
 MODALITIES = ("spectrum", "image", "amplitude", "mass")
 # Keep probabilities of each modality in training (the rest of the time it is "missing").
 DEFAULT_MODALITY_KEEP = {"spectrum": 0.5, "image": 0.7, "amplitude": 0.8, "mass": 0.7}
+# The amplitude inputs and their modalities; a trusted range is the training values' 0.1-99.9 %
+# quantiles widened by AMPLITUDE_MARGIN_DEX on each side.
+AMPLITUDE_INPUTS = {"amplitude": "log_scale", "image": "log_image_amplitude"}
+AMPLITUDE_MARGIN_DEX = 0.5
+# Half-width [Å, rest] of the loss's line region around Hα and [NII] 6550/6585: 3 sigma of a
+# Z_PRIOR_SCATTER = 0.0015 (1+z) placement error (~10 Å at Hα) plus the line's own width.
+LINE_LOSS_HALF_WIDTH_A = 35.0
 # Scalar inputs are centred on these typical values before their projection.
 _LOG_MSTAR_CENTRE, _Z_CENTRE = 10.0, 1.4
 
@@ -70,6 +89,8 @@ class SuperResolver(HiresSpectrumTask):
         context_dim=64,
         target_scale=1.0,
         modality_keep=None,
+        line_weight=1.0,
+        amplitude_ranges=None,
         sampler=None,
         preprocessor=None,
         **kwargs,
@@ -89,6 +110,14 @@ class SuperResolver(HiresSpectrumTask):
         self.context_dim = int(context_dim)
         self.target_scale = float(target_scale)
         self.modality_keep = {**DEFAULT_MODALITY_KEEP, **(modality_keep or {})}
+        if float(line_weight) <= 0:
+            raise ValueError(f"line_weight must be > 0, got {line_weight}")
+        self.line_weight = float(line_weight)
+        self.amplitude_ranges = {name: (float(low), float(high))
+                                 for name, (low, high) in (amplitude_ranges or {}).items()}
+        if set(self.amplitude_ranges) - set(AMPLITUDE_INPUTS):
+            raise ValueError(f"amplitude_ranges: unknown modality in {sorted(self.amplitude_ranges)}; "
+                             f"known: {sorted(AMPLITUDE_INPUTS)}")
         if isinstance(sampler, dict):
             sampler = keras.saving.deserialize_keras_object(sampler)
         self.sampler = sampler or Sampler()
@@ -117,6 +146,22 @@ class SuperResolver(HiresSpectrumTask):
         self.seed_generator = keras.random.SeedGenerator(kwargs.get("seed"))
         self.built = True
 
+    # --- the loss --------------------------------------------------------------------
+    def loss_profile(self):
+        """(320,) per-pixel loss weights: `line_weight` near Hα and [NII], 1 elsewhere."""
+        wave = TARGET_GRID.wavelength
+        near = np.zeros(wave.shape, bool)
+        for line in ("nii_6550", "halpha", "nii_6585"):
+            near |= np.abs(wave - LINE_WAVELENGTHS[line]) <= LINE_LOSS_HALF_WIDTH_A
+        return np.where(near, self.line_weight, 1.0).astype("float32")
+
+    def target(self, inputs):
+        x0, weight = super().target(inputs)
+        if self.line_weight == 1.0:
+            return x0, weight
+        profile = ops.convert_to_tensor(self.loss_profile())
+        return x0, profile if weight is None else ops.cast(weight, "float32") * profile
+
     # --- modalities -------------------------------------------------------------------
     def presence(self, inputs, training=None):
         """{modality: (B,) float32 in {0, 1}}: given, and (in training) not dropped."""
@@ -129,11 +174,59 @@ class SuperResolver(HiresSpectrumTask):
             if flag is None:
                 flag = ops.ones((batch,)) if needs[name] in inputs else ops.zeros((batch,))
             flag = ops.cast(flag, "float32")
+            flag = flag * self.amplitude_trusted(inputs, name, batch)
             if training:
                 keep = keras.random.uniform((batch,), seed=self.seed_generator) < self.modality_keep[name]
                 flag = flag * ops.cast(keep, "float32")
             present[name] = flag
         return present
+
+    def amplitude_trusted(self, inputs, name, batch):
+        """(B,) float32: 0 where the modality's amplitude input lies outside its trusted
+        range, else 1 (also without a range or without the input)."""
+        key = AMPLITUDE_INPUTS.get(name)
+        if key not in inputs or name not in self.amplitude_ranges:
+            return ops.ones((batch,))
+        low, high = self.amplitude_ranges[name]
+        value = ops.cast(inputs[key], "float32")
+        return ops.cast(ops.logical_and(value >= low, value <= high), "float32")
+
+    def trusted_amplitude(self, inputs, name):
+        """The modality's log amplitude (B,) float32 for its embedder: outside the trusted
+        range, the range's centre (a typical galaxy's level) instead of an extrapolation."""
+        value = ops.cast(inputs[AMPLITUDE_INPUTS[name]], "float32")
+        if name not in self.amplitude_ranges:
+            return value
+        low, high = self.amplitude_ranges[name]
+        trusted = self.amplitude_trusted(inputs, name, ops.shape(value)[0])
+        return ops.where(trusted > 0, value, 0.5 * (low + high))
+
+    def amplitudes_ignored(self, inputs):
+        """(B,) float32: 1 where a given amplitude (a row with that modality) was outside
+        its trusted range and so ignored, else 0."""
+        batch = ops.shape(inputs["z_place"])[0]
+        ignored = ops.zeros((batch,))
+        for name, key in AMPLITUDE_INPUTS.items():
+            if key not in inputs:
+                continue
+            given = inputs.get(f"has_{name}")
+            given = ops.ones((batch,)) if given is None else ops.cast(given, "float32")
+            ignored = ops.maximum(ignored, given * (1.0 - self.amplitude_trusted(inputs, name, batch)))
+        return ignored
+
+    def fit_amplitude_ranges(self, arrays):
+        """Set `amplitude_ranges` from training inputs (numpy): per amplitude input, its finite
+        values on rows that have the modality; returns the ranges."""
+        for name, key in AMPLITUDE_INPUTS.items():
+            if key not in arrays:
+                continue
+            values = np.asarray(arrays[key], np.float64)
+            given = np.asarray(arrays.get(f"has_{name}", np.ones(values.shape)), bool)
+            values = values[given & np.isfinite(values)]
+            if values.size:
+                low, high = np.quantile(values, [0.001, 0.999])
+                self.amplitude_ranges[name] = (float(low) - AMPLITUDE_MARGIN_DEX, float(high) + AMPLITUDE_MARGIN_DEX)
+        return dict(self.amplitude_ranges)
 
     def embed_spectrum(self, inputs):
         """The low-res spectrum's shared embedding (B, embedding_dim)."""
@@ -143,7 +236,7 @@ class SuperResolver(HiresSpectrumTask):
         spectrum = ops.stack([masked_flux(inputs["lowres"], weight), weight], axis=-1)
         features = {"spectrum": spectrum, "instrument": ops.convert_to_tensor(inputs["instrument"])}
         if takes_amplitude(self.spectrum_embedder):
-            features["log_amplitude"] = ops.cast(inputs["log_scale"], "float32")
+            features["log_amplitude"] = self.trusted_amplitude(inputs, "amplitude")
         return ops.cast(self.spectrum_embedder(features), "float32")
 
     def embed_image(self, inputs):
@@ -152,8 +245,7 @@ class SuperResolver(HiresSpectrumTask):
             return inputs["image_embedding"]
         image = inputs["image"]
         if takes_amplitude(self.image_embedder):
-            image = {"image": ops.cast(image, "float32"),
-                     "log_amplitude": ops.cast(inputs["log_image_amplitude"], "float32")}
+            image = {"image": ops.cast(image, "float32"), "log_amplitude": self.trusted_amplitude(inputs, "image")}
         return ops.cast(self.image_embedder(image), "float32")
 
     def _features(self, name, inputs, batch):
@@ -260,9 +352,10 @@ class SuperResolver(HiresSpectrumTask):
         erg/s/cm²/Å on the rest window placed at "z_place" (B,)], "scale" (B,), per-sample
         "ha_flux", "nii_6585_flux" [1e-17 erg/s/cm²], "n2", "z", "sigma_v_kms", "ok" (B, K)
         (`spectral.lines.measure_windows`), and "reconstruction_chi2", "observed_pixels",
-        "line_pixels" (B,): the reduced chi2 of the low-res data against the sample mean seen
-        through the instrument (NaN without observing pixels), the observing pixel count, and
-        those overlapping Hα + [NII].
+        "line_pixels", "amplitudes_ignored" (B,): the reduced chi2 of the low-res data against
+        the sample mean seen through the instrument (NaN without observing pixels), the
+        observing pixel count, those overlapping Hα + [NII], and 1 where an amplitude outside
+        the trained range was ignored (`amplitude_ranges`).
         """
         sampler = sampler or self.sampler
         inputs, observation = (preprocessor or self.preprocessor)(raw)
@@ -278,6 +371,7 @@ class SuperResolver(HiresSpectrumTask):
             reconstruction_chi2=ops.where(count > 0, chi2 / ops.maximum(count, 1.0), np.nan),
             observed_pixels=count,
             line_pixels=observation.count_between(*LINE_REGION_A),
+            amplitudes_ignored=self.amplitudes_ignored(inputs),
         )
         return out
 
@@ -310,6 +404,8 @@ class SuperResolver(HiresSpectrumTask):
             context_dim=self.context_dim,
             target_scale=self.target_scale,
             modality_keep=self.modality_keep,
+            line_weight=self.line_weight,
+            amplitude_ranges={name: list(bounds) for name, bounds in self.amplitude_ranges.items()},
             sampler=keras.saving.serialize_keras_object(self.sampler),
             preprocessor=keras.saving.serialize_keras_object(self.preprocessor),
         )

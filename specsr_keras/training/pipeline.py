@@ -242,9 +242,13 @@ def frozen_embeddings(superres, arrays: dict) -> dict:
 
 
 def prepare_superres(superres, arrays: dict, val_arrays: dict, reporter: Reporter) -> tuple[dict, dict]:
-    """Fit the super-resolver's prior covariance on the training windows and embed both sets."""
+    """Fit the super-resolver's prior covariance and trusted amplitude ranges on the training
+    set and embed both sets."""
     superres.fit_prior_covariance(arrays["hires"], arrays["hires_weight"])
-    reporter.info(f"superres: prior covariance from {len(arrays['hires'])} windows; embedding the inputs")
+    ranges = superres.fit_amplitude_ranges(arrays)
+    trusted = ", ".join(f"{name} {low:.2f}..{high:.2f}" for name, (low, high) in ranges.items())
+    reporter.info(f"superres: prior covariance from {len(arrays['hires'])} windows; trusted log10 amplitudes "
+                  f"{trusted}; embedding the inputs")
     return frozen_embeddings(superres, arrays), frozen_embeddings(superres, val_arrays)
 
 
