@@ -62,6 +62,8 @@ DEFAULT_MODALITY_KEEP = {"spectrum": 0.5, "image": 0.7, "amplitude": 0.8, "mass"
 # quantiles widened by AMPLITUDE_MARGIN_DEX on each side.
 AMPLITUDE_INPUTS = {"amplitude": "log_scale", "image": "log_image_amplitude"}
 AMPLITUDE_MARGIN_DEX = 0.5
+# The input whose presence in the dict means a row has the modality (unless "has_<name>" says).
+_MODALITY_INPUTS = {"spectrum": "lowres_on_target", "mass": "log_mstar", **AMPLITUDE_INPUTS}
 # Half-width [Å, rest] of the loss's line region around Hα and [NII] 6550/6585: 3 sigma of a
 # Z_PRIOR_SCATTER = 0.0015 (1+z) placement error (~10 Å at Hα) plus the line's own width.
 LINE_LOSS_HALF_WIDTH_A = 35.0
@@ -163,18 +165,21 @@ class SuperResolver(HiresSpectrumTask):
         return x0, profile if weight is None else ops.cast(weight, "float32") * profile
 
     # --- modalities -------------------------------------------------------------------
+    def given(self, inputs, name, batch):
+        """(B,) float32 in {0, 1}: the row has the modality ("has_<name>", default 1 when its
+        input is in the dict)."""
+        flag = inputs.get(f"has_{name}")
+        if flag is None:
+            return ops.ones((batch,)) if _MODALITY_INPUTS[name] in inputs else ops.zeros((batch,))
+        return ops.cast(flag, "float32")
+
     def presence(self, inputs, training=None):
-        """{modality: (B,) float32 in {0, 1}}: given, and (in training) not dropped."""
+        """{modality: (B,) float32 in {0, 1}}: given, its amplitude trusted, and (in training)
+        not dropped."""
         batch = ops.shape(inputs["z_place"])[0]
-        needs = {"spectrum": "lowres_on_target", "image": "log_image_amplitude", "amplitude": "log_scale",
-                 "mass": "log_mstar"}
         present = {}
         for name in MODALITIES:
-            flag = inputs.get(f"has_{name}")
-            if flag is None:
-                flag = ops.ones((batch,)) if needs[name] in inputs else ops.zeros((batch,))
-            flag = ops.cast(flag, "float32")
-            flag = flag * self.amplitude_trusted(inputs, name, batch)
+            flag = self.given(inputs, name, batch) * self.amplitude_trusted(inputs, name, batch)
             if training:
                 keep = keras.random.uniform((batch,), seed=self.seed_generator) < self.modality_keep[name]
                 flag = flag * ops.cast(keep, "float32")
@@ -206,12 +211,9 @@ class SuperResolver(HiresSpectrumTask):
         its trusted range and so ignored, else 0."""
         batch = ops.shape(inputs["z_place"])[0]
         ignored = ops.zeros((batch,))
-        for name, key in AMPLITUDE_INPUTS.items():
-            if key not in inputs:
-                continue
-            given = inputs.get(f"has_{name}")
-            given = ops.ones((batch,)) if given is None else ops.cast(given, "float32")
-            ignored = ops.maximum(ignored, given * (1.0 - self.amplitude_trusted(inputs, name, batch)))
+        for name in AMPLITUDE_INPUTS:
+            ignored = ops.maximum(ignored, self.given(inputs, name, batch)
+                                  * (1.0 - self.amplitude_trusted(inputs, name, batch)))
         return ignored
 
     def fit_amplitude_ranges(self, arrays):
