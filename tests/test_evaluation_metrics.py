@@ -93,6 +93,7 @@ def test_summarize_and_set_metrics_recover_a_known_bias():
              "ha_flux": rng.uniform(5, 50, n), "nii_6585_flux": rng.uniform(1, 10, n),
              "ha_snr": rng.uniform(3, 40, n), "log_mstar": rng.uniform(9, 11, n)}
     biased = gaussian_columns("n2", truth["n2"] + 0.1, 0.05, rng)
+    biased["reconstruction_chi2"] = np.where(truth["ha_snr"] >= 20, 3.0, 1.0)  # follows the prior when bright
     exact = {f"{q}_{p}": truth[q] for q in ("n2", "ha_flux", "z") for p in ("p16", "p50", "p84")}
     estimates = {"specsr": biased, "ceiling": exact}
     stats = summarize(truth, estimates, truth["ha_snr"] >= 10)
@@ -101,8 +102,11 @@ def test_summarize_and_set_metrics_recover_a_known_bias():
     assert stats["n2"]["specsr"]["nmad"] == pytest.approx(0.05, rel=0.1)
     assert stats["ha_flux"]["ceiling"]["nmad"] == 0.0
     assert "lowres_fit" not in stats["n2"]
+    assert "reconstruction_chi2_median" not in summarize(truth, {"ceiling": exact}, truth["ha_snr"] >= 10)
     binned = set_metrics(truth, estimates)
     assert set(binned["snr"]) == {"3-5", "5-10", "10-20", ">20"}
     assert sum(b["n"] for b in binned["mass"].values()) == n
     # a 2σ bias leaves P(|N(2, 1)| < 1) = 0.157 of truths inside the 68 % interval
     assert binned["snr"][">20"]["coverage"]["n2"]["specsr"]["68"] == pytest.approx(0.157, abs=0.03)
+    assert binned["snr"][">20"]["reconstruction_chi2_median"] == 3.0
+    assert binned["snr"]["3-5"]["reconstruction_chi2_median"] == 1.0

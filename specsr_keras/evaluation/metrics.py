@@ -191,7 +191,8 @@ def summarize(truth: dict, estimates: dict, mask) -> dict:
 
     truth: columns z, n2, ha_flux, nii_6585_flux, ...; estimates: method -> columns.
     Returns {"n", "n2": {method: {n, bias, nmad, slope, calibration_slope}}, "ha_flux": {method: {n, bias,
-    nmad}}, "z": {...}, "coverage": {quantity: {method: {n, "68", "95"}}}}.
+    nmad}}, "z": {...}, "coverage": {quantity: {method: {n, "68", "95"}}}, "n2_verdict", and where
+    specsr gives it "reconstruction_chi2_median" (its re-observed posterior mean's reduced χ²)}.
     """
     mask = np.asarray(mask, bool)
     rows = {m: {key: np.asarray(col)[mask] for key, col in cols.items()}
@@ -213,6 +214,9 @@ def summarize(truth: dict, estimates: dict, mask) -> dict:
                            if f"{q}_p16" in cols}
                        for q in COVERAGE_QUANTITIES}
     out["n2_verdict"] = n2_verdict(true, rows, out["n2"])
+    chi2 = rows.get("specsr", {}).get("reconstruction_chi2")
+    if chi2 is not None and np.isfinite(chi2).any():
+        out["reconstruction_chi2_median"] = float(np.nanmedian(chi2))
     return out
 
 
