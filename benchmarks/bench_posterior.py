@@ -8,7 +8,9 @@ Variants (sampler settings of one trained model, `models/samplers.py`):
 - `guided+amortised`: both (counts the data twice, see the module docstring of samplers);
 - `... + draws`: eta = 1 and x0 drawn from the Gaussian posterior at every step;
 - `... + half / double prior`: the prior covariance of the data step halved (the data
-  step pulls the denoiser's estimate less toward the observed pixels) or doubled (more).
+  step pulls the denoiser's estimate less toward the observed pixels) or doubled (more);
+- `... + K32`: 32 posterior samples per galaxy instead of 8 (the median of K draws carries
+  Monte Carlo noise ~1.25 / sqrt(K) of the posterior width).
 Each variant runs `specsr_keras.evaluation.evaluate` over the sets (reports under
 `--out/<variant>/`), and the benchmark collects per set and Hα S/N bin: N2 NMAD and bias
 (bootstrap 68 % intervals), estimate-vs-truth and calibration slopes, 68 / 95 % coverage, Hα
@@ -48,6 +50,7 @@ VARIANTS = {
                                               **_DRAWS},
     "guided+amortised + draws + double prior": {"amortised": True, "data_consistency": True, "prior_scale": 2.0,
                                                 **_DRAWS},
+    "guided+amortised + draws + K32": {"amortised": True, "data_consistency": True, "samples": 32, **_DRAWS},
 }
 METHODS = ("specsr", "lowres_fit", "fit_population", "fit_faisst", "faisst", "constant", "ceiling")
 
