@@ -36,6 +36,10 @@ def evaluate(
         exists=True, file_okay=False, help="Simulated shard directory the real sets of --data "
         "are compared with (continuum slope, Hα σ_v and N2 distributions; default: the first "
         "simulated set of --data).")] = None,
+    withhold: Annotated[str | None, typer.Option(
+        help="Catalogue inputs to withhold from specsr and the baselines, comma-separated: "
+        "'image', 'mass' (e.g. 'image,mass': the spectrum-only mode; the Faisst baselines, "
+        "which need a mass, are left out).")] = None,
 ):
     """Compare a model with the direct low-res fit, the Faisst+18 prior and the R=3600 ceiling.
 
@@ -57,7 +61,9 @@ def evaluate(
         crossmodal = embeddings_from_run(embeddings_from, dirs[0], max_examples)
     metrics = run_evaluation(model, dirs, out, max_examples=max_examples, samples=samples,
                              seed=seed, sampler=parse_sampler_settings(sampler), crossmodal=crossmodal,
-                             domain_gap_against=domain_gap_against, reporter=reporter("objects"))
+                             domain_gap_against=domain_gap_against,
+                             withhold=[part.strip() for part in (withhold or "").split(",") if part.strip()],
+                             reporter=reporter("objects"))
     console.print(headline_table(metrics))
     for name, gap in ((metrics["domain_gap"] or {}).get("sets") or {}).items():
         console.print(domain_gap_table(name, gap["statistics"]))

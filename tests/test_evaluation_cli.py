@@ -201,3 +201,37 @@ def test_evaluate_domain_gap_against_fails_in_one_line(real_shards, g141_sim_dir
     assert message.startswith("error: ") and message.count("error") == 1
     assert ("no evaluated set is real" if kind == "no_real_set" else "must be a simulated set") in message
     assert not (tmp_path / "metrics.json").exists()
+
+
+def test_withheld_inputs_reach_neither_specsr_nor_the_baselines(tmp_path, monkeypatch):
+    import specsr_keras.evaluation.heldout as heldout
+
+    batch = simulate_galaxies(30, "euclid_nisp_red", seed=9003)  # with images
+    manifest, attrs = dataset_metadata("euclid_nisp_red", 9003)
+    write_shards(tmp_path / "set", [batch], manifest, attrs=attrs)
+    seen = []
+
+    class Recording:  # the baseline, noting what each batch gives it
+        def __init__(self, inner):
+            self.inner = inner
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+        def predict(self, rows, **kwargs):
+            seen.append({"image": "image" in rows, "mass": np.isfinite(rows["log_mstar_catalog"]).any()})
+            return self.inner.predict(rows, **kwargs)
+
+    original = heldout.predictor_for
+    monkeypatch.setattr(heldout, "predictor_for", lambda *args: Recording(original(*args)))
+    full = evaluate("baseline", tmp_path / "set", tmp_path / "full")
+    alone = evaluate("baseline", tmp_path / "set", tmp_path / "alone", withhold=("mass", "image"))
+    assert seen == [{"image": True, "mass": True}, {"image": False, "mass": False}]
+    n2_full, n2_alone = (m["bins"]["euclid_nisp_red"]["all"]["n2"] for m in (full, alone))
+    assert {"faisst", "fit_faisst"} <= set(n2_full) and not {"faisst", "fit_faisst"} & set(n2_alone)
+    assert n2_alone["fit_population"] == n2_full["fit_population"]  # needs no catalogue input
+    assert alone["evaluation"]["withheld"] == ["image", "mass"] and full["evaluation"]["withheld"] == []
+    assert "Evaluated without the images and the catalogue masses" in (tmp_path / "alone" / "report.md").read_text()
+    result = CliRunner().invoke(app, ["evaluate", "--model", "baseline", "--data", str(tmp_path / "set"),
+                                      "--out", str(tmp_path / "bad"), "--withhold", "mass,redshift"])
+    assert result.exit_code == 1 and "cannot withhold ['redshift']" in " ".join(result.output.split())

@@ -47,7 +47,7 @@ HEADLINE_INSTRUMENT = "euclid_nisp_red"
 
 def evaluate(model: str, data_dirs, out_dir, *, max_examples: int | None = None,
              samples: int | None = None, seed: int = 0, batch_size: int = 256, sampler: dict | None = None,
-             crossmodal: CrossModalInputs | None = None, domain_gap_against=None,
+             crossmodal: CrossModalInputs | None = None, domain_gap_against=None, withhold=(),
              reporter: Reporter | None = None) -> dict:
     """Evaluate `model` ("baseline" or an exported model) on held-out shard directories.
 
@@ -57,7 +57,9 @@ def evaluate(model: str, data_dirs, out_dir, *, max_examples: int | None = None,
     model's `Sampler` settings (e.g. {"amortised": True}); crossmodal: optional embeddings / generated
     redshifts / anomaly scores aligned with the headline (Euclid-like) set's first rows;
     domain_gap_against: simulated shard directory that the real sets are compared with
-    (evaluation/domain_gap.py; default: the first simulated set of data_dirs). Writes
+    (evaluation/domain_gap.py; default: the first simulated set of data_dirs); withhold:
+    catalogue inputs ("image", "mass") that neither specsr nor the baselines see
+    (evaluation/heldout.py). Writes
     out_dir/report.md, report.html, metrics.json and figures/; returns the metrics dict
     (as in metrics.json).
     """
@@ -68,7 +70,7 @@ def evaluate(model: str, data_dirs, out_dir, *, max_examples: int | None = None,
     reference = domain_gap_reference(dirs, domain_gap_against)
     sets = [run_held_out_set(directory, model, set_index=k, max_examples=max_examples,
                              samples=samples, seed=seed, batch_size=batch_size, sampler=sampler,
-                             reporter=reporter)
+                             withhold=withhold, reporter=reporter)
             for k, directory in enumerate(dirs)]
     _make_names_unique(sets)
     # Prefer a set with line truth, then the headline instrument, then the given order.
@@ -97,7 +99,7 @@ def evaluate(model: str, data_dirs, out_dir, *, max_examples: int | None = None,
         "data": [s.provenance for s in sets],
         "headline_set": headline.name,
         "evaluation": {"samples": headline.provenance["samples"], "seed": seed, "max_examples": max_examples,
-                       "sampler": sampler,
+                       "sampler": sampler, "withheld": headline.provenance["withheld"],
                        "headline_min_ha_snr": HEADLINE_MIN_SNR,
                        "specsr_version": specsr_keras.__version__},
         "bins": bins,

@@ -15,6 +15,9 @@ Every method yields a dict of (N,) arrays `<q>_p16/p50/p84` (the Predictor forma
 - `constant`: the population prior alone (no skill).
 - `ceiling`: fit of the true R=3600 target plus MOSFIRE-like noise from `hires_ivar`.
 - `centroid`: redshift only, the naive blend centroid ignoring [NII] (Martens et al. 2019).
+`withhold` ("image", "mass") evaluates as if the catalogue lacked those inputs: specsr does
+not see them and the methods that need a catalogue mass (`faisst`, `fit_faisst`) are left out,
+e.g. ("image", "mass") measures the spectrum-only mode of a survey without images or masses.
 Units: line fluxes 1e-17 erg/s/cm², N2 dex, Å.
 """
 
@@ -50,6 +53,8 @@ __all__ = ["HeldOutSet", "TRUTH_FIELDS", "run_held_out_set", "predictor_for"]
 TRUTH_FIELDS = ("object_id", "z", "z_prior", "log_mstar", "log_mstar_catalog", "dispersion_sigma_arcsec", "n2",
                 "ha_flux", "nii_6585_flux", "ha_snr", "is_agn", "has_broad", "broad_ha_flux", "is_contaminated",
                 "has_artefact")
+# Catalogue inputs an evaluation can withhold from specsr and the baselines.
+WITHHOLDABLE = ("image", "mass")
 SPECTRUM_FIELDS = ("lowres_flux", "lowres_ivar", "lowres_mask", "hires_flux", "hires_ivar",
                    "hires_mask", "image")
 
@@ -124,9 +129,11 @@ def example_rows(ha_snr, count_per_bin: int = 1) -> np.ndarray:
 
 def run_held_out_set(directory, model: str, *, set_index: int = 0, max_examples=None,
                      samples: int | None = None, seed: int = 0, batch_size: int = 256,
-                     sampler: dict | None = None, reporter: Reporter | None = None) -> HeldOutSet:
-    """Run the model and the baselines over (the first max_examples of) one shard directory."""
+                     sampler: dict | None = None, withhold=(), reporter: Reporter | None = None) -> HeldOutSet:
+    """Run the model and the baselines over (the first max_examples of) one shard directory,
+    without the catalogue inputs named in `withhold` (module docstring)."""
     reporter = reporter or Reporter()
+    withhold = checked_withhold(withhold)
     manifest = read_manifest(directory)
     if "instrument" not in manifest:
         raise ValueError(f"{Path(directory) / 'manifest.json'}: no instrument recorded")
@@ -150,7 +157,7 @@ def run_held_out_set(directory, model: str, *, set_index: int = 0, max_examples=
             local_examples = examples_at[(examples_at >= rows.start) & (examples_at < rows.stop)]
             out = _estimate_batch(batch, truth_rows, instrument, predictor,
                                   chunk_seed(seed, set_index, number), samples,
-                                  local_examples - start)
+                                  local_examples - start, withhold)
             for method, columns in out["estimates"].items():
                 parts.setdefault(method, []).append(columns)
             if local_examples.size:
@@ -170,7 +177,7 @@ def run_held_out_set(directory, model: str, *, set_index: int = 0, max_examples=
         "simulator_version": manifest.get("simulator_version"),
         "count_total": manifest["count"], "count_used": n,
         "model_id": predictor.model_id, "model_version": getattr(predictor, "version", None),
-        "model_instrument": predictor.instrument, "samples": samples,
+        "model_instrument": predictor.instrument, "samples": samples, "withheld": list(withhold),
     }
     return HeldOutSet(str(directory), instrument.name, provenance, truth, estimates, examples)
 
@@ -186,12 +193,22 @@ def _first_rows(batches, n):
         start += take
 
 
-def _estimate_batch(batch, truth, instrument, predictor, batch_seed, samples, example_idx):
+def checked_withhold(withhold) -> tuple[str, ...]:
+    """The withheld inputs in WITHHOLDABLE order; ValueError naming an unknown one."""
+    unknown = sorted(set(withhold) - set(WITHHOLDABLE))
+    if unknown:
+        raise ValueError(f"cannot withhold {unknown}: choose from {list(WITHHOLDABLE)}")
+    return tuple(name for name in WITHHOLDABLE if name in withhold)
+
+
+def _estimate_batch(batch, truth, instrument, predictor, batch_seed, samples, example_idx, withhold=()):
     """All methods' columns for one batch, and the example rows' spectra and models."""
     flux = np.asarray(batch["lowres_flux"], np.float64)
     ivar = np.where(batch["lowres_mask"], 0.0, np.asarray(batch["lowres_ivar"], np.float64))
     edges, z_prior = instrument.bin_edges, truth["z_prior"]
-    rows = _predictor_inputs(flux, ivar, truth, batch.get("image"), instrument, predictor)
+    image = None if "image" in withhold else batch.get("image")
+    mass = np.full(len(z_prior), np.nan) if "mass" in withhold else truth["log_mstar_catalog"]
+    rows = _predictor_inputs(flux, ivar, truth, image, mass, instrument, predictor)
     specsr = predictor.predict(rows, samples=samples, seed=batch_seed, save_spectra=bool(example_idx.size))
     lsf = lsf_sigma_rows(rows, instrument.name)  # each object's own LSF (its size)
     fit = direct_lowres_fit(edges, flux, ivar, lsf, z_prior)
@@ -199,18 +216,21 @@ def _estimate_batch(batch, truth, instrument, predictor, batch_seed, samples, ex
     ceiling = ceiling_fit(batch["hires_flux"], hires_ivar, truth["z"], TARGET_GRID.bin_edges,
                           TARGET_GRID.lsf_sigma(TARGET_GRID.wavelength), seed=batch_seed)
     centroid = centroid_redshift_ignoring_nii(edges, flux, ivar, lsf, z_prior)
-    faisst_prior = faisst_catalogue_prior(truth["log_mstar_catalog"], z_prior, LOG_MSTAR_CATALOG_SCATTER_DEX)
     population = np.broadcast_to(POPULATION_N2[0], z_prior.shape), np.broadcast_to(POPULATION_N2[1], z_prior.shape)
-    priors = {"faisst": (faisst_prior["n2"], faisst_prior["n2_err"]), "constant": population}
+    priors = {"constant": population}
+    if "mass" not in withhold:
+        faisst_prior = faisst_catalogue_prior(mass, z_prior, LOG_MSTAR_CATALOG_SCATTER_DEX)
+        priors["faisst"] = faisst_prior["n2"], faisst_prior["n2_err"]
     estimates = {
         # Spectra come only with batches holding an example row: kept apart (examples).
         "specsr": {key: np.asarray(value) for key, value in specsr.items() if key not in SPECTRUM_COLUMNS},
         "lowres_fit": gaussian_columns(fit),
         "fit_population": gaussian_columns(fit_times_prior(fit, *population)),
-        "fit_faisst": gaussian_columns(fit_times_prior(fit, *priors["faisst"])),
         "ceiling": gaussian_columns(ceiling),
         "centroid": gaussian_columns(centroid, ("z",)),
     }
+    if "faisst" in priors:
+        estimates["fit_faisst"] = gaussian_columns(fit_times_prior(fit, *priors["faisst"]))
     for name, (n2, n2_err) in priors.items():
         lines = deblend_halpha_with_prior(fit["ha_nii_flux"], fit["ha_nii_flux_err"], n2, n2_err)
         estimates[name] = gaussian_columns({"n2": n2, "n2_err": n2_err, **lines}, ("n2", "ha_flux"))
@@ -228,9 +248,9 @@ def _estimate_batch(batch, truth, instrument, predictor, batch_seed, samples, ex
     return {"estimates": estimates, "examples": examples}
 
 
-def _predictor_inputs(flux, ivar, truth, image, instrument, predictor) -> dict:
+def _predictor_inputs(flux, ivar, truth, image, mass, instrument, predictor) -> dict:
     """The predictor's batch: the spectra (resampled onto its grid if it is another
-    instrument's), z prior, source size, catalogue mass and, where the set has them, images."""
+    instrument's), z prior, source size, catalogue mass (NaN: none) and images (None: none)."""
     if predictor.instrument != instrument.name:
         target = get_instrument(predictor.instrument)
         flux, ivar = resample_flux(instrument.bin_edges, flux, ivar, target.bin_edges)
@@ -239,7 +259,7 @@ def _predictor_inputs(flux, ivar, truth, image, instrument, predictor) -> dict:
             "lowres_mask": ivar <= 0, "z_prior": np.asarray(truth["z_prior"], np.float64),
             "instrument_id": np.full(n, instrument.instrument_id, np.int64),
             "source_sigma_arcsec": np.asarray(truth["dispersion_sigma_arcsec"], np.float64),
-            "log_mstar_catalog": np.asarray(truth["log_mstar_catalog"], np.float64)}
+            "log_mstar_catalog": np.asarray(mass, np.float64)}
     if image is not None:
         rows.update(image=np.asarray(image, np.float32), has_image=np.ones(n, bool))
     return rows

@@ -110,7 +110,7 @@ def report_blocks(metrics: dict, figures: dict, roc_figure, out_dir: Path, pca_f
     blocks = [("heading", 1, f"specsr evaluation: model `{model['id']}`"),
               ("text", f"Model argument `{model['argument']}`, version {model['version']}; "
                        f"posterior samples per object: {metrics['evaluation']['samples']}; seed "
-                       f"{metrics['evaluation']['seed']}."),
+                       f"{metrics['evaluation']['seed']}." + _withheld_text(metrics["evaluation"])),
               ("table", ["set", "instrument", "directory", "kind", "seed", "objects used / total"],
                [[d["name"], d["instrument"], d["directory"], str(d["kind"]), str(d["seed"]),
                  f"{d['count_used']} / {d['count_total']}"] for d in metrics["data"]])]
@@ -126,6 +126,16 @@ def report_blocks(metrics: dict, figures: dict, roc_figure, out_dir: Path, pca_f
         blocks += _domain_gap_blocks(metrics["domain_gap"], out_dir)
     blocks += crossmodal_blocks(metrics["crossmodal"], roc_figure, pca_figure)
     return blocks
+
+
+def _withheld_text(evaluation: dict) -> str:
+    """The report's note on inputs withheld from every method (`specsr evaluate --withhold`)."""
+    withheld = evaluation.get("withheld") or []
+    if not withheld:
+        return ""
+    names = {"image": "the images", "mass": "the catalogue masses (so no Faisst prior)"}
+    return (" Evaluated without " + " and ".join(names[w] for w in withheld)
+            + ": neither specsr nor the baselines see them.")
 
 
 def _headline_blocks(metrics: dict) -> list[tuple]:
