@@ -82,3 +82,12 @@ def test_ceiling_fit_leaves_zero_ivar_pixels_masked():
     fit = ceiling_fit(truth, ivar, z, REST_EDGES, REST_LSF, seed=0)
     assert fit["ok"].all()
     np.testing.assert_allclose(fit["ha_flux"], 100.0, rtol=0.05)
+
+
+def test_gaussian_columns_keep_the_value_where_the_error_is_infinite():
+    from specsr_keras.measure.columns import gaussian_columns
+
+    columns = gaussian_columns({"n2": np.array([-0.5, -0.3]), "n2_err": np.array([0.1, np.inf])}, ("n2",))
+    np.testing.assert_allclose(columns["n2_p50"], [-0.5, -0.3])
+    np.testing.assert_allclose(columns["n2_p16"], [-0.5 - 0.0994458, -np.inf])
+    assert columns["n2_p97_5"][1] == np.inf

@@ -72,7 +72,9 @@ def gaussian_columns(estimate: dict, quantities=QUANTITIES) -> dict[str, np.ndar
     out = {}
     for q in quantities:
         value, error = np.asarray(estimate[q], np.float64), np.asarray(estimate[q + "_err"], np.float64)
-        out.update({f"{q}_{name}": value + offset * error for name, offset in _GAUSS_OFFSETS.items()})
+        # p50 is the value itself, also where the error is infinite (0 x inf would make it NaN).
+        out.update({f"{q}_{name}": value + offset * error if offset else value
+                    for name, offset in _GAUSS_OFFSETS.items()})
     return out
 
 
