@@ -64,7 +64,8 @@ $(DEMO)/report/report.md: $(DEMO)/results/results.fits $(DEMO)/data/heldout/mani
 SIM := datasets/sim
 SHIPPED := saved_models/specsr
 SHIPPED_RUN := runs/default
-SHIPPED_REPORTS := reports/specsr-euclid reports/specsr-euclid-anomalies reports/specsr-g141
+SHIPPED_REPORTS := reports/specsr-euclid reports/specsr-euclid-anomalies reports/specsr-euclid-spectrum-only \
+	reports/specsr-g141
 # The shipped run is trained in three steps from the autoencoders of specsr/2 (runs/specsr2,
 # from git: `git show 968dd73:saved_models/specsr/run`): the shared space (contrastive stage:
 # the preset's amplitude-aware heads and dihedral augmentation), first 1,500 steps of 128
@@ -151,6 +152,12 @@ reports/specsr-euclid-anomalies/metrics.json: $(SHIPPED_MODEL)/saved_model.pb
 
 reports/specsr-euclid/metrics.json: $(SHIPPED_MODEL)/saved_model.pb
 	$(NICE) $(SPECSR) evaluate --model $(SHIPPED_MODEL) --out $(@D) --embeddings-from $(SHIPPED_RUN) \
+		--data $(SIM)/heldout-euclid,$(SIM)/heldout-euclid-bright,$(SIM)/stress-euclid,$(SIM)/stress-euclid-flat
+
+# The same sets as a survey without images or catalogue masses would see them (the first 800
+# galaxies of each): specsr and the baselines get the spectrum, z prior and source size only.
+reports/specsr-euclid-spectrum-only/metrics.json: $(SHIPPED_MODEL)/saved_model.pb
+	$(NICE) $(SPECSR) evaluate --model $(SHIPPED_MODEL) --out $(@D) --withhold image,mass --max-examples 800 \
 		--data $(SIM)/heldout-euclid,$(SIM)/heldout-euclid-bright,$(SIM)/stress-euclid,$(SIM)/stress-euclid-flat
 
 # G141 through the Keras run (the SavedModel is exported for Euclid), with the run's sampler at

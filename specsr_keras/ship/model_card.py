@@ -174,25 +174,33 @@ def _evaluation_blocks(metrics: list[dict], reports: list[Path], base: Path) -> 
                        "with its own noise, which needs R=3600 data: not a competitor). A report through the "
                        "SavedModel uses its sampler, one through the Keras run the run's own (the same "
                        "settings). Intervals are predictive percentiles from the samples "
-                       "(specsr_keras/spectral/intervals.py). Full reports: "
+                       "(specsr_keras/spectral/intervals.py). A set named 'without image and mass' was "
+                       "evaluated with those inputs withheld from specsr and the baselines (the "
+                       "spectrum-only mode of a survey without images or masses; no Faisst columns). "
+                       "Full reports: "
                        + ", ".join(f"`{_relative(Path(r), base)}/report.md`" for r in reports) + ".")]
     targets = []
     for m in metrics:
+        withheld = m.get("evaluation", {}).get("withheld") or []
         for instrument, bins in m["bins"].items():
             data = next((d for d in m["data"] if d["name"] == instrument), {})
-            blocks += [("heading", 3, f"{instrument}: `{data.get('directory', '?')}` "
+            label = instrument + (f" without {' and '.join(withheld)}" if withheld else "")
+            blocks += [("heading", 3, f"{label}: `{data.get('directory', '?')}` "
                                       f"(seed {data.get('seed', '?')}, model `{m['model']['argument']}`)"),
                        *headline_table(bins["snr"]), _slope_coverage_table(bins)]
-            targets += _target_rows(instrument, bins)
+            targets += _target_rows(label, bins)
     blocks += [("heading", 3, "Targets"),
                ("table", ["set", "target", "measured", "met"], targets)]
     return blocks
 
 
 def _crossmodal_card_blocks(metrics: list[dict], reports: list[Path], base: Path) -> list[tuple]:
-    """Each report's shared-space and anomaly tables (its headline set), as in the report."""
+    """Each report's shared-space and anomaly tables (its headline set), as in the report; not
+    for a report with withheld inputs (its sets are evaluated in full by another report)."""
     blocks = []
     for m, report in zip(metrics, reports, strict=True):
+        if m.get("evaluation", {}).get("withheld"):
+            continue
         # load_metrics turns a metric that was not computed into NaN; the report's blocks want None.
         extra = {key: None if isinstance(value, float) and math.isnan(value) else value
                  for key, value in (m.get("crossmodal") or {}).items()}
