@@ -383,9 +383,26 @@ def test_superres_loss_weighs_line_pixels_line_weight_times_the_continuum(batch)
         presets.build_superresolver("micro", superres={"line_weight": 0.0})
 
 
+def test_denoiser_reads_the_window_wavelength_and_older_models_still_build():
+    from specsr_keras.models.superres import WAVELENGTH_CHANNEL
+
+    sr, inputs = presets.build_superresolver("micro", seed=0), make_batch(3)
+    for amortised in (True, False):  # the prior without the spectrum knows where it is, too
+        _, extra = sr.conditioning(inputs, amortised=amortised)
+        extra = ops.convert_to_numpy(extra)
+        assert extra.shape == (3, 320, 3)
+        np.testing.assert_array_equal(extra[..., 2], np.broadcast_to(WAVELENGTH_CHANNEL, (3, 320)))
+    assert WAVELENGTH_CHANNEL[0] == -1.0 and WAVELENGTH_CHANNEL[-1] == 1.0
+    assert np.all(np.diff(WAVELENGTH_CHANNEL) > 0)
+    config = sr.denoiser.get_config() | {"extra_channels": 2}  # a model saved before the channel
+    legacy = SuperResolver(UNet1D.from_config(config), sr.spectrum_embedder, sr.image_embedder, embedding_dim=16,
+                           instrument_dim=16, context_dim=16)
+    assert ops.convert_to_numpy(legacy.conditioning(inputs)[1]).shape == (3, 320, 2)
+
+
 def test_superresolver_rejects_a_denoiser_without_lowres_channels():
     denoiser = UNet1D(length=320, extra_channels=0, condition_dim=32, widths=(16, 16))
-    with pytest.raises(ValueError, match="extra_channels=2"):
+    with pytest.raises(ValueError, match="extra_channels 2 or 3"):
         SuperResolver(denoiser, embedding_dim=16, instrument_dim=16, context_dim=32)
 
 

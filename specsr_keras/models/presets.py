@@ -221,7 +221,7 @@ def build_superresolver(preset="tiny", spectrum_embedder=None, image_embedder=No
     sr = config["superres"]
     denoiser = UNet1D(
         length=TARGET_LENGTH,
-        extra_channels=2,
+        extra_channels=3,  # low-res flux, its weight, the rest wavelength (models/superres.py)
         condition_dim=sr["context_dim"],
         **config["superres_denoiser"],
     )

@@ -18,7 +18,9 @@ Training loss: the v-prediction MSE over the window's pixels, the pixels within
 `LINE_LOSS_HALF_WIDTH_A` of Hα and the [NII] doublet (rest frame, wide enough for the
 placement's redshift-prior error) weighted `line_weight` times the continuum, so that a
 small denoiser spends its capacity on the [NII]/Hα split rather than on the continuum.
-Always given: the placement redshift "z_place" and "instrument" (B,) int. Presence flags
+Always given: the placement redshift "z_place" and "instrument" (B,) int; the denoiser also
+reads the window's rest wavelength as a channel (`WAVELENGTH_CHANNEL`; models trained before it
+have two extra channels and none). Presence flags
 "has_spectrum", "has_image", "has_amplitude", "has_mass" (B,) in {0, 1} (default 1 when the
 modality's inputs are given, else 0) say what a row has.
 
@@ -67,6 +69,12 @@ _MODALITY_INPUTS = {"spectrum": "lowres_on_target", "mass": "log_mstar", **AMPLI
 # Half-width [Å, rest] of the loss's line region around Hα and [NII] 6550/6585: 3 sigma of a
 # Z_PRIOR_SCATTER = 0.0015 (1+z) placement error (~10 Å at Hα) plus the line's own width.
 LINE_LOSS_HALF_WIDTH_A = 35.0
+# The denoiser's third extra channel (denoisers built with 3): the window's rest wavelength,
+# centred and scaled to [-1, 1]. A convolutional U-Net is translation-equivariant: without it,
+# and without the spectrum channel (the image-to-spectrum generator, the prior given the
+# catalogue), it cannot know where Hα sits in the window and puts the line complex anywhere.
+WAVELENGTH_CHANNEL = ((TARGET_GRID.wavelength - TARGET_GRID.wavelength.mean())
+                      / (0.5 * np.ptp(TARGET_GRID.wavelength))).astype("float32")
 # Scalar inputs are centred on these typical values before their projection.
 _LOG_MSTAR_CENTRE, _Z_CENTRE = 10.0, 1.4
 
@@ -97,9 +105,9 @@ class SuperResolver(HiresSpectrumTask):
         preprocessor=None,
         **kwargs,
     ):
-        if denoiser.condition_dim != context_dim or denoiser.extra_channels != 2:
+        if denoiser.condition_dim != context_dim or denoiser.extra_channels not in (2, 3):
             raise ValueError(
-                f"denoiser needs condition_dim={context_dim} and extra_channels=2, got "
+                f"denoiser needs condition_dim={context_dim} and extra_channels 2 or 3, got "
                 f"{denoiser.condition_dim} and {denoiser.extra_channels}"
             )
         kwargs.pop("condition_dropout", None)  # modality dropout replaces it
@@ -266,8 +274,10 @@ class SuperResolver(HiresSpectrumTask):
         return ops.reshape(ops.cast(inputs[key], "float32") - centre, (-1, 1))
 
     def conditioning(self, inputs, training=None, amortised=True):
-        """(context (B, context_dim), extra channels (B, 320, 2)); `amortised` False drops the
-        spectrum modality (the denoiser is then a prior given the other modalities)."""
+        """(context (B, context_dim), extra channels (B, 320, 2 or 3): the low-res flux and
+        its weight on the window, and the `WAVELENGTH_CHANNEL` for denoisers built with it);
+        `amortised` False drops the spectrum modality (the denoiser is then a prior given the
+        other modalities)."""
         batch = ops.shape(inputs["z_place"])[0]
         present = self.presence(inputs, training)
         if not amortised:
@@ -287,8 +297,10 @@ class SuperResolver(HiresSpectrumTask):
         flux = inputs["lowres_on_target"] if "lowres_on_target" in inputs else empty
         keep = ops.expand_dims(present["spectrum"], -1)
         flux = masked_flux(flux, weight) / self.target_scale * keep
-        extra = ops.stack([flux, weight * keep], axis=-1)
-        return context, extra
+        channels = [flux, weight * keep]
+        if self.denoiser.extra_channels == 3:
+            channels.append(ops.broadcast_to(ops.convert_to_tensor(WAVELENGTH_CHANNEL), (batch, WINDOW_BINS)))
+        return context, ops.stack(channels, axis=-1)
 
     # --- the prior covariance ---------------------------------------------------------
     def fit_prior_covariance(self, hires, hires_weight):
