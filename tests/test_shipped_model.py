@@ -36,9 +36,11 @@ def test_shipped_run_initialises_a_fine_tune():  # JAX-trained weights, loaded u
     import keras
 
     from specsr_keras.reporting import Reporter
-    from specsr_keras.training.pipeline import SpecsrModels, load_run_weights, shared_space_of
+    from specsr_keras.training.pipeline import SpecsrModels, load_run_weights, shared_space_of, wavelength_channel_of
 
-    models = SpecsrModels("tiny", seed=0, shared_space=shared_space_of(SHIPPED / "run"))  # specsr/2's aligner
+    assert not wavelength_channel_of(SHIPPED / "run")  # trained before the denoiser read the wavelength
+    models = SpecsrModels("tiny", seed=0, shared_space=shared_space_of(SHIPPED / "run"),  # specsr/2's aligner
+                          wavelength_channel=wavelength_channel_of(SHIPPED / "run"))
     before = [w.copy() for w in models.superres.get_weights()]
     load_run_weights(models, SHIPPED / "run", Reporter())
     shipped = keras.saving.load_model(SHIPPED / "run" / "models" / "superres.keras", compile=False)

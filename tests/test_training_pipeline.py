@@ -24,7 +24,7 @@ from specsr_keras.reporting import Reporter
 from specsr_keras.simulate import dataset_metadata, simulate_galaxies
 from specsr_keras.training.batches import stage_arrays
 from specsr_keras.training.config import TrainConfig
-from specsr_keras.training.pipeline import load_examples, train_run
+from specsr_keras.training.pipeline import load_examples, train_run, wavelength_channel_of
 
 TINY_STEPS = dict(model_preset="micro", batch_size=16, checkpoint_every=2, warmup_steps=1, autoencoder_steps=2,
                   contrastive_steps=2, superres_steps=2, val_fraction=0.25)
@@ -67,6 +67,7 @@ def test_all_stages_train_save_and_validate(sim_run):
     assert sum(b["count"] for b in validation["n2_by_snr"].values()) == 8
     model = keras.saving.load_model(run_dir / "models" / "superres.keras", safe_mode=True)
     assert model.count_params() > 1000
+    assert wavelength_channel_of(run_dir) and model.denoiser.extra_channels == 3  # a fresh run reads it
 
 
 def _train_command(run_dir, shard_dir):

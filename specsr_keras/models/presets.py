@@ -215,13 +215,15 @@ def build_image_embedder(preset="tiny", **overrides):
     return build_aligner(preset, **overrides).image_embedder()
 
 
-def build_superresolver(preset="tiny", spectrum_embedder=None, image_embedder=None, seed=None, **overrides):
-    """SuperResolver; the embedders default to fresh (trainable) encoders + projection heads."""
+def build_superresolver(preset="tiny", spectrum_embedder=None, image_embedder=None, seed=None,
+                        wavelength_channel=True, **overrides):
+    """SuperResolver; the embedders default to fresh (trainable) encoders + projection heads.
+    wavelength_channel False: the denoiser of models trained before it (to load their weights)."""
     config = get_preset(preset, **overrides)
     sr = config["superres"]
     denoiser = UNet1D(
         length=TARGET_LENGTH,
-        extra_channels=3,  # low-res flux, its weight, the rest wavelength (models/superres.py)
+        extra_channels=3 if wavelength_channel else 2,  # low-res flux, its weight (, rest wavelength)
         condition_dim=sr["context_dim"],
         **config["superres_denoiser"],
     )

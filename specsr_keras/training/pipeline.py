@@ -98,8 +98,10 @@ def _split(inputs: dict, truth: dict, fraction: float, seed: int):
 class SpecsrModels:
     """Every specsr model of one preset, sharing the two encoders and the projection heads."""
 
-    def __init__(self, preset: str, seed: int, shared_space: dict | None = None):
-        """shared_space: the aligner's "amplitude" / "augment" settings (default: the preset's)."""
+    def __init__(self, preset: str, seed: int, shared_space: dict | None = None, wavelength_channel: bool = True):
+        """shared_space: the aligner's "amplitude" / "augment" settings (default: the preset's);
+        wavelength_channel: whether the super-resolver's denoiser reads it (False to load a run
+        trained before it, see `wavelength_channel_of`)."""
         keras.utils.set_random_seed(seed)
         self.preset = preset
         spectrum_encoder = presets.build_spectrum_encoder(preset)
@@ -111,7 +113,7 @@ class SpecsrModels:
                                                  **overrides)
         self.superres = presets.build_superresolver(
             preset, spectrum_embedder=self.contrastive.spectrum_embedder(),
-            image_embedder=self.contrastive.image_embedder(), seed=seed + 2)
+            image_embedder=self.contrastive.image_embedder(), seed=seed + 2, wavelength_channel=wavelength_channel)
 
     def get(self, name: str) -> keras.Model:
         return getattr(self, name)
@@ -149,9 +151,10 @@ def train_run(config: TrainConfig, run_dir: str | Path, *, resume: bool = True,
     summary["instrument"] = read_manifest(_parse_sources(config.data)[0][0])["instrument"]
     started = time.perf_counter()
     with distribution_scope(config.devices or None):
-        inherited = (shared_space_of(Path(config.init_from))
-                     if config.init_from and "contrastive" in config.init_stage_list() else None)
-        models = SpecsrModels(config.model_preset, config.seed, inherited)
+        source = Path(config.init_from) if config.init_from else None
+        inherited = shared_space_of(source) if source and "contrastive" in config.init_stage_list() else None
+        wavelength = wavelength_channel_of(source) if source and "decoders" in config.init_stage_list() else True
+        models = SpecsrModels(config.model_preset, config.seed, inherited, wavelength)
         if config.init_from:
             load_run_weights(models, Path(config.init_from), reporter, config.init_stage_list())
         for stage in ("autoencoders", "contrastive", "decoders"):
@@ -213,6 +216,18 @@ def shared_space_of(run_dir: Path) -> dict | None:
     with zipfile.ZipFile(file) as archive:
         config = json.loads(archive.read("config.json"))["config"]
     return {key: bool(config.get(key, False)) for key in ("amplitude", "augment")}
+
+
+def wavelength_channel_of(run_dir: Path) -> bool:
+    """Whether the super-resolver of a run's `models/superres.keras` reads the window's
+    wavelength (a third denoiser channel; True without one): a run initialised from another
+    run's super-resolver must build the same denoiser to load it."""
+    file = run_dir / "models" / "superres.keras"
+    if not file.is_file():
+        return True
+    with zipfile.ZipFile(file) as archive:
+        config = json.loads(archive.read("config.json"))["config"]
+    return config["denoiser"]["config"]["extra_channels"] == 3
 
 
 def load_run_weights(models: SpecsrModels, source: Path, reporter: Reporter, stages=tuple(STAGE_MODELS)) -> None:
