@@ -153,7 +153,9 @@ def train_run(config: TrainConfig, run_dir: str | Path, *, resume: bool = True,
     with distribution_scope(config.devices or None):
         source = Path(config.init_from) if config.init_from else None
         inherited = shared_space_of(source) if source and "contrastive" in config.init_stage_list() else None
-        wavelength = wavelength_channel_of(source) if source and "decoders" in config.init_stage_list() else True
+        # A run's own finished super-resolver, or the one it starts from, fixes the denoiser's inputs.
+        wavelength = wavelength_channel_of(run_dir) and (
+            wavelength_channel_of(source) if source and "decoders" in config.init_stage_list() else True)
         models = SpecsrModels(config.model_preset, config.seed, inherited, wavelength)
         if config.init_from:
             load_run_weights(models, Path(config.init_from), reporter, config.init_stage_list())
