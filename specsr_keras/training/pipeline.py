@@ -208,15 +208,23 @@ def _load_stage_weights(models: SpecsrModels, stage: str, run_dir: Path, reporte
                 break
 
 
+def _saved_model_config(run_dir: Path, name: str) -> dict | None:
+    """The constructor config of a run's final `models/<name>.keras` (read from the archive,
+    nothing built), or None without one."""
+    file = run_dir / "models" / f"{name}.keras"
+    if not file.is_file():
+        return None
+    with zipfile.ZipFile(file) as archive:
+        return json.loads(archive.read("config.json"))["config"]
+
+
 def shared_space_of(run_dir: Path) -> dict | None:
     """The aligner settings ("amplitude", "augment") of a run's `models/contrastive.keras`
     (False where its config predates them), or None without one: a run initialised from
     another run's aligner must build the same aligner to load it."""
-    file = run_dir / "models" / "contrastive.keras"
-    if not file.is_file():
+    config = _saved_model_config(run_dir, "contrastive")
+    if config is None:
         return None
-    with zipfile.ZipFile(file) as archive:
-        config = json.loads(archive.read("config.json"))["config"]
     return {key: bool(config.get(key, False)) for key in ("amplitude", "augment")}
 
 
@@ -224,12 +232,8 @@ def wavelength_channel_of(run_dir: Path) -> bool:
     """Whether the super-resolver of a run's `models/superres.keras` reads the window's
     wavelength (a third denoiser channel; True without one): a run initialised from another
     run's super-resolver must build the same denoiser to load it."""
-    file = run_dir / "models" / "superres.keras"
-    if not file.is_file():
-        return True
-    with zipfile.ZipFile(file) as archive:
-        config = json.loads(archive.read("config.json"))["config"]
-    return config["denoiser"]["config"]["extra_channels"] == 3
+    config = _saved_model_config(run_dir, "superres")
+    return config is None or config["denoiser"]["config"]["extra_channels"] == 3
 
 
 def load_run_weights(models: SpecsrModels, source: Path, reporter: Reporter, stages=tuple(STAGE_MODELS)) -> None:
