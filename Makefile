@@ -66,27 +66,33 @@ SHIPPED := saved_models/specsr
 SHIPPED_RUN := runs/default
 SHIPPED_REPORTS := reports/specsr-euclid reports/specsr-euclid-anomalies reports/specsr-euclid-spectrum-only \
 	reports/specsr-g141
-# The shipped run is trained in three steps from the autoencoders of specsr/2 (runs/specsr2,
-# from git: `git show 968dd73:saved_models/specsr/run`): the shared space (contrastive stage:
-# the preset's amplitude-aware heads and dihedral augmentation), first 1,500 steps of 128
-# pairs (runs/aligner, 17 min under TensorFlow, 2x JAX's speed for this stage here; specsr/5's,
-# trained on the simulator 2.1.0 sets), then 3,000 more from it on the 42,000 pairs of the
-# preset's data (runs/aligner6, 39 min; its held-out learning curve is in
-# benchmarks/README.md), then the decoders stage (the super-resolver) on it, with the sampler
-# ("sampler" in the preset) chosen on datasets/sim/val.
+# The shipped run's shared space was trained in three steps from the autoencoders of specsr/2
+# (runs/specsr2, from git: `git show 968dd73:saved_models/specsr/run`): the contrastive stage
+# (the preset's amplitude-aware heads and dihedral augmentation), first 1,500 steps of 128
+# pairs (runs/aligner, 17 min under TensorFlow, 2x JAX's speed for this stage here), then 3,000
+# more from it on the 42,000 pairs of the preset's data (runs/aligner6, 39 min; its held-out
+# learning curve is in benchmarks/README.md). specsr/6 to specsr/8 shipped that aligner
+# (saved_models/specsr/run at fe36cfb); specsr/9's decoders stage (the super-resolver, whose
+# denoiser reads the window's wavelength) starts from it there (runs/specsr8), with the
+# sampler ("sampler" in the preset) chosen on datasets/sim/val. `make $(SHIPPED_ALIGNER_RUN)/run.json`
+# retrains that aligner from specsr/2.
 SHIPPED_BASE_RUN := runs/specsr2
 SHIPPED_ALIGNER_START := runs/aligner
-SHIPPED_INIT_RUN := runs/aligner6
+SHIPPED_ALIGNER_RUN := runs/aligner6
+SHIPPED_INIT_RUN := runs/specsr8
 SHIPPED_INIT := --init-from $(SHIPPED_INIT_RUN) --init-stages autoencoders,contrastive --stages decoders
 
 $(SHIPPED_BASE_RUN)/run.json:
 	mkdir -p $(@D) && git archive 968dd73 saved_models/specsr/run | tar -x --strip-components=3 -C $(@D)
 
+$(SHIPPED_INIT_RUN)/run.json:
+	mkdir -p $(@D) && git archive fe36cfb saved_models/specsr/run | tar -x --strip-components=3 -C $(@D)
+
 $(SHIPPED_ALIGNER_START)/run.json: $(SHIPPED_BASE_RUN)/run.json | shipped-data
 	KERAS_BACKEND=tensorflow $(NICE) $(SPECSR) train $(@D) --preset default --init-from $(SHIPPED_BASE_RUN) \
 		--init-stages autoencoders --stages contrastive --contrastive-steps 1500 --batch-size 128
 
-$(SHIPPED_INIT_RUN)/run.json: $(SHIPPED_ALIGNER_START)/run.json | shipped-data
+$(SHIPPED_ALIGNER_RUN)/run.json: $(SHIPPED_ALIGNER_START)/run.json | shipped-data
 	KERAS_BACKEND=tensorflow $(NICE) $(SPECSR) train $(@D) --preset default --init-from $(SHIPPED_ALIGNER_START) \
 		--init-stages autoencoders,contrastive --stages contrastive --contrastive-steps 3000 --batch-size 128
 

@@ -235,3 +235,23 @@ def test_similar_with_an_unknown_id_fails_with_one_line(tmp_path):
                                  "--query", "zzz"])
     assert result.exit_code == 1
     assert "'zzz' is not in the image index (2 objects)" in result.output
+
+
+def test_evaluate_embeds_and_generates_from_the_images_of_the_first_set(run_dir, tmp_path):
+    import json
+
+    from specsr_keras.data.shards import write_shards
+    from specsr_keras.simulate import dataset_metadata, simulate_galaxies
+
+    n = 12
+    data = tmp_path / "heldout"
+    manifest, attrs = dataset_metadata("euclid", 5)
+    write_shards(data, [simulate_galaxies(n, "euclid", seed=5)], manifest, attrs=attrs)
+    out = tmp_path / "report"
+    _invoke("evaluate", "--model", "baseline", "--data", data, "--out", out, "--embeddings-from", run_dir)
+    crossmodal = json.loads((out / "metrics.json").read_text())["crossmodal"]
+    assert crossmodal["generation"]["n"] == n and crossmodal["probes"]["image"]
+    assert "Spectra generated from images" in (out / "report.md").read_text()
+    refused = runner.invoke(app, ["evaluate", "--model", "baseline", "--data", str(data), "--out", str(out),
+                                  "--embeddings-from", str(run_dir), "--withhold", "image"])
+    assert refused.exit_code == 2 and "--withhold image" in refused.output

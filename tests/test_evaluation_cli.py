@@ -17,7 +17,13 @@ from tests.fixtures_formats import SURVEY_N2
 FLAT_KEYS = ("nii_ha_bias_dex", "nii_ha_nmad_dex", "nii_ha_slope", "nii_ha_calibration_slope",
              "lowres_fit_nii_ha_nmad_dex", "faisst_nii_ha_nmad_dex", "ceiling_nii_ha_nmad_dex", "ha_flux_frac_nmad",
              "z_bias_specsr", "z_bias_lowres", "coverage_68", "coverage_95", "retrieval_top1",
-             "image_z_r2", "spectrum_z_r2", "gen_z_nmad", "anomaly_auroc")
+             "image_z_r2", "spectrum_z_r2", "gen_n2_nmad_dex", "anomaly_auroc")
+
+
+def metrics_true_n2(estimates_file):
+    from astropy.table import Table
+
+    return np.asarray(Table.read(estimates_file)["true_n2"], np.float64)
 
 
 def held_out_set(directory, n, instrument, seed):
@@ -96,12 +102,18 @@ def test_evaluate_two_instruments_with_crossmodal_inputs(euclid_dir, tmp_path):
     metrics = evaluate("baseline", [g141_dir, euclid_dir], tmp_path / "out", max_examples=n,
                        crossmodal=CrossModalInputs(image_embeddings=embeddings,
                                                    spectrum_embeddings=embeddings,
-                                                   generated_z=np.full(n, np.nan)))
+                                                   generated={name: np.full(n, value) for name, value in (
+                                                       ("n2_p50", -0.5), ("n2_p16", -0.8), ("n2_p84", -0.2),
+                                                       ("n2_p2_5", -1.2), ("n2_p97_5", 0.0))}))
     assert metrics["headline_set"] == "euclid_nisp_red"
     assert set(metrics["bins"]) == {"hst_g141", "euclid_nisp_red"}
     assert metrics["retrieval_top1"] == 1.0
     assert metrics["image_z_r2"] < 0.5  # random embeddings carry no redshift
-    assert metrics["crossmodal"]["generation"]["outlier_fraction"] == 1.0
+    generation = metrics["crossmodal"]["generation"]  # a constant -0.5 dex for every galaxy
+    true_n2 = metrics_true_n2(tmp_path / "out" / "estimates_euclid_nisp_red.fits")
+    assert generation["n"] == n and generation["n2_bias"] == pytest.approx(np.median(-0.5 - true_n2))
+    assert set(generation["references"]) == {"Faisst (catalogue M*)", "constant"}
+    assert metrics["gen_n2_nmad_dex"] == generation["n2_nmad"]
     assert [d["count_used"] for d in metrics["data"]] == [40, n]
     report = (tmp_path / "out" / "report.md").read_text()
     assert "## Set `hst_g141`" in report and "image_to_spectrum" in report

@@ -143,3 +143,26 @@ def test_every_subset_of_modalities_generates():
     images = model.generate_from_image(galaxies["image"], galaxies["z_prior"].astype(np.float32), None, 2,
                                        Sampler(steps=2, samples=2), seed=0)  # the image alone
     assert np.isfinite(np.asarray(images["samples"])).all()
+
+
+@pytest.mark.keras
+def test_image_generator_reads_the_catalogue_mass_and_treats_nan_and_minus_one_as_none():
+    from specsr_keras.inference.generator_predictor import ImageSpectrumPredictor
+    from specsr_keras.models.presets import build_superresolver
+    from specsr_keras.models.samplers import Sampler
+    from specsr_keras.simulate import simulate_galaxies
+
+    model = build_superresolver("micro", seed=0)
+    model.sampler = Sampler(steps=2, samples=2)
+    galaxies = simulate_galaxies(3, "euclid", seed=4)
+    predictor = ImageSpectrumPredictor(model, "micro")
+    base = {"image": galaxies["image"], "z_prior": galaxies["z_prior"]}
+
+    def mean_spectrum(**mass):
+        return predictor.predict({**base, **mass}, seed=1, save_spectra=True)["sr_mean"]
+
+    without = mean_spectrum()
+    assert np.isfinite(without).all()
+    np.testing.assert_array_equal(mean_spectrum(log_mstar_catalog=np.full(3, np.nan)), without)
+    np.testing.assert_array_equal(mean_spectrum(log_mstar_catalog=np.full(3, -1.0)), without)
+    assert np.abs(mean_spectrum(log_mstar_catalog=np.full(3, 11.5)) - without).max() > 1e-4

@@ -54,8 +54,8 @@ def evaluate(model: str, data_dirs, out_dir, *, max_examples: int | None = None,
     data_dirs: one directory or a list (each one instrument; simulated or real, see
     docs/real-data.md); max_examples: first N objects of each; samples/seed: posterior
     samples per object (None: the model's) and base seed; sampler: changes to a Keras
-    model's `Sampler` settings (e.g. {"amortised": True}); crossmodal: optional embeddings / generated
-    redshifts / anomaly scores aligned with the headline (Euclid-like) set's first rows;
+    model's `Sampler` settings (e.g. {"amortised": True}); crossmodal: optional embeddings / spectra
+    generated from images / anomaly scores aligned with the headline (Euclid-like) set's first rows;
     domain_gap_against: simulated shard directory that the real sets are compared with
     (evaluation/domain_gap.py; default: the first simulated set of data_dirs); withhold:
     catalogue inputs ("image", "mass") that neither specsr nor the baselines see
@@ -82,7 +82,9 @@ def evaluate(model: str, data_dirs, out_dir, *, max_examples: int | None = None,
              else next((specsr[k] for k in ANOMALY_SCORE_COLUMNS if k in specsr), None))
     model_scores = score if headline.line_truth else None
     bins = {s.name: set_metrics(s.truth, s.estimates) for s in sets}
-    extra = crossmodal_metrics(crossmodal, headline.truth, model_scores)
+    references = ({"Faisst (catalogue M*)": headline.estimates["faisst"]["n2_p50"]}
+                  if "faisst" in headline.estimates else None)
+    extra = crossmodal_metrics(crossmodal, headline.truth, model_scores, references)
     if headline.line_truth:
         extra["anomaly_by_class"] = anomaly_by_class(
             {name: specsr[name] for name in CLASS_SCORE_COLUMNS if name in specsr}, headline.truth,
@@ -176,21 +178,36 @@ def flat_domain_gap(gaps: dict | None) -> dict:
             for name in DOMAIN_GAP_STATISTICS for key in ("ks", "median_shift")}
 
 
-def embeddings_from_run(run_dir, data_dir, max_examples: int | None = None) -> CrossModalInputs:
-    """Image and low-res spectrum embeddings of a held-out set's first rows, by a training run.
+def crossmodal_from_run(run_dir, data_dir, max_examples: int | None = None, *, seed: int = 0,
+                        batch_size: int = 256, with_mass: bool = True) -> CrossModalInputs:
+    """Image and low-res spectrum embeddings of a held-out set's first rows, by a training run,
+    and the N2 columns of spectra its super-resolver generates from each image alone (image,
+    its amplitude, z prior and, with_mass, the catalogue mass; `ImageSpectrumPredictor`, the run's K).
 
     The rows are those `evaluate` uses for that set (shard order, first `max_examples`).
     """
+    import numpy as np
+
     from specsr_keras.data.shards import load_shards, read_manifest
     from specsr_keras.embeddings import embed_images, embed_spectra
+    from specsr_keras.inference.generator_predictor import ImageSpectrumPredictor
 
-    batch = load_shards(data_dir, fields=["image", "lowres_flux", "lowres_ivar", "lowres_mask"],
-                        max_examples=max_examples)
+    batch = load_shards(data_dir, fields=["image", "lowres_flux", "lowres_ivar", "lowres_mask", "z_prior",
+                                          "log_mstar_catalog"], max_examples=max_examples)
     instrument = read_manifest(data_dir)["instrument"]
+    generator = ImageSpectrumPredictor.from_path(run_dir)
+    rows = len(batch["z_prior"])
+    if not with_mass:
+        batch["log_mstar_catalog"] = np.full(rows, np.nan)
+    pieces = [generator.predict({key: batch[key][start:start + batch_size]
+                                 for key in ("image", "z_prior", "log_mstar_catalog")}, seed=seed + number)
+              for number, start in enumerate(range(0, rows, batch_size))]
     return CrossModalInputs(
         image_embeddings=embed_images(batch["image"], run_dir),
         spectrum_embeddings=embed_spectra(batch["lowres_flux"], batch["lowres_ivar"],
                                           batch["lowres_mask"], instrument, run_dir),
+        generated={name: np.concatenate([piece[name] for piece in pieces])
+                   for name in pieces[0] if name.startswith("n2_")},
     )
 
 
@@ -219,7 +236,7 @@ def flat_metrics(headline: dict, extra: dict) -> dict:
         "retrieval_top1": (extra["retrieval"] or {}).get("image_to_spectrum (pools of 256)", {}).get("top1"),
         "image_z_r2": knn.get("image"),
         "spectrum_z_r2": knn.get("spectrum"),
-        "gen_z_nmad": (extra["generation"] or {}).get("z_nmad"),
+        "gen_n2_nmad_dex": (extra["generation"] or {}).get("n2_nmad"),
         "anomaly_auroc": (extra["anomaly"] or {}).get("auroc"),
     }
 

@@ -18,8 +18,6 @@ __all__ = ["CrossModalInputs", "anomaly_auroc", "anomaly_by_class", "anomaly_by_
            "crossmodal_metrics", "generation_metrics", "knn_r2", "linear_r2", "mismatched_pairs",
            "pooled_retrieval", "probe_metrics", "retrieval_top_k", "roc_curve"]
 
-# Catastrophic redshift outlier: |Δz| / (1 + z) above this.
-OUTLIER_DZ = 0.15
 # False-positive rate at which the anomaly precision is quoted.
 ANOMALY_FPR = 0.01
 # A broad-line AGN "without narrow lines": broad Hα at least this many times the narrow.
@@ -31,14 +29,15 @@ class CrossModalInputs:
     """Optional arrays aligned with the rows of the headline held-out set.
 
     image_embeddings, spectrum_embeddings: (N, D) shared-space embeddings;
-    generated_z: (N,) redshifts measured on spectra generated from images;
+    generated: columns of spectra generated from images alone, without a spectrum
+    (`ImageSpectrumPredictor`: at least "n2_p50", "n2_p16", "n2_p84", "n2_p2_5", "n2_p97_5" (N,) [dex]);
     anomaly_scores: (N,) (higher = more anomalous; default: the model's score column);
     anomaly_labels: (N,) bool (default: every simulated anomaly class, `anomaly_classes`).
     """
 
     image_embeddings: np.ndarray | None = None
     spectrum_embeddings: np.ndarray | None = None
-    generated_z: np.ndarray | None = None
+    generated: dict | None = None
     anomaly_scores: np.ndarray | None = None
     anomaly_labels: np.ndarray | None = None
 
@@ -244,15 +243,33 @@ def anomaly_by_class(scores: dict[str, np.ndarray], truth: dict, p_values: dict 
     return out
 
 
-def generation_metrics(pred_z, true_z, outlier_dz: float = OUTLIER_DZ) -> dict:
-    """Redshift accuracy of generated spectra: {"n", "z_bias", "z_nmad", "outlier_fraction"}
-    of Δz/(1+z) (outlier: |Δz|/(1+z) > outlier_dz; a non-finite prediction is an outlier)."""
-    pred_z, true_z = np.asarray(pred_z, np.float64), np.asarray(true_z, np.float64)
-    dz = (pred_z - true_z) / (1.0 + true_z)
-    finite = dz[np.isfinite(dz)]
-    return {"n": int(dz.size), "z_bias": float(np.median(finite)) if finite.size else np.nan,
-            "z_nmad": nmad(finite),
-            "outlier_fraction": float(np.mean(~(np.abs(dz) <= outlier_dz))) if dz.size else np.nan}
+def generation_metrics(generated: dict, true_n2, references: dict | None = None) -> dict:
+    """How well spectra generated from images alone give N2 = log10([NII]6585/Hα) [dex].
+
+    generated: "n2_p50" and the 68 / 95 % interval columns (N,); true_n2 (N,); references:
+    {name: (N,) N2 estimates} scored on the same rows (e.g. the Faisst relation at the
+    catalogue mass). Returns {"n", "n2_nmad", "n2_bias", "coverage_68", "coverage_95",
+    "references": {name: NMAD, ..., "constant": NMAD of the median true N2 (no skill)}};
+    rows without a true N2 are left out, a non-finite estimate counts as not covered.
+    """
+    true_n2 = np.asarray(true_n2, np.float64)
+    if len(generated["n2_p50"]) != len(true_n2):
+        raise ValueError(f"generated columns have {len(generated['n2_p50'])} rows, the set {len(true_n2)}")
+    known = np.isfinite(true_n2)
+    truth = true_n2[known]
+    error = np.asarray(generated["n2_p50"], np.float64)[known] - truth
+
+    def covered(low, high):
+        return float(np.mean((np.asarray(generated[low])[known] <= truth)
+                             & (truth <= np.asarray(generated[high])[known]))) if truth.size else np.nan
+
+    others = {name: nmad(np.asarray(values, np.float64)[known] - truth) for name, values in (references or {}).items()}
+    others["constant"] = nmad(truth - np.median(truth)) if truth.size else np.nan
+    finite = error[np.isfinite(error)]
+    return {"n": int(truth.size), "n2_nmad": nmad(finite),
+            "n2_bias": float(np.median(finite)) if finite.size else np.nan,
+            "coverage_68": covered("n2_p16", "n2_p84"), "coverage_95": covered("n2_p2_5", "n2_p97_5"),
+            "references": others}
 
 
 def anomaly_inputs(inputs: CrossModalInputs, truth: dict, model_scores):
@@ -271,11 +288,13 @@ def anomaly_inputs(inputs: CrossModalInputs, truth: dict, model_scores):
     return scores, labels, source
 
 
-def crossmodal_metrics(inputs: CrossModalInputs, truth: dict, model_scores) -> dict:
+def crossmodal_metrics(inputs: CrossModalInputs, truth: dict, model_scores,
+                       generation_references: dict | None = None) -> dict:
     """Every cross-modal metric whose inputs exist (None for the others).
 
-    truth: the headline set's truth columns (z, is_agn, has_broad, is_contaminated);
-    model_scores: the model's score column (see anomaly_inputs).
+    truth: the headline set's truth columns (z, n2, is_agn, has_broad, is_contaminated);
+    model_scores: the model's score column (see anomaly_inputs); generation_references:
+    N2 estimates that the generated spectra are compared with (`generation_metrics`).
     """
     image, spectrum = inputs.image_embeddings, inputs.spectrum_embeddings
     out = {"retrieval": None, "knn_r2": None, "probes": None, "generation": None, "anomaly": None,
@@ -290,8 +309,8 @@ def crossmodal_metrics(inputs: CrossModalInputs, truth: dict, model_scores) -> d
     if given:
         out["probes"] = probe_metrics(given, truth)
         out["knn_r2"] = {name: per.get("z", {}).get("knn", float("nan")) for name, per in out["probes"].items()}
-    if inputs.generated_z is not None:
-        out["generation"] = generation_metrics(inputs.generated_z, truth["z"])
+    if inputs.generated is not None:
+        out["generation"] = generation_metrics(inputs.generated, truth["n2"], generation_references)
     anomaly = anomaly_inputs(inputs, truth, model_scores)
     if anomaly is not None:
         scores, labels, source = anomaly

@@ -3,7 +3,7 @@
 `ImageSpectrumPredictor` is a runner `Predictor` whose inputs are image cutouts (modality
 "image"): it draws K samples of the hi-res window from each galaxy's image with
 `SuperResolver.generate_from_image` (the prior given the image embedding, its amplitude,
-z and, where the catalogue has one, a stellar mass; no spectrum) and builds the columns
+z and, where the catalogue has one (column log_mstar_catalog), a stellar mass; no spectrum) and builds the columns
 with `measure.sample_columns`, as for super-resolution.
 
 Units: without a spectrum there is no flux scale, so line fluxes and spectra are in units
@@ -34,7 +34,7 @@ class ImageSpectrumPredictor:
     score_columns = ("sample_spread",)
     version = specsr_keras.__version__
     modality = "image"
-    input_keys = ("image", "z_prior")
+    input_keys = ("image", "z_prior", "log_mstar_catalog")
     image_shape = (64, 64, 4)
     instrument = "euclid_nisp_red"  # runner identity only: no spectrum is read
 
@@ -60,6 +60,7 @@ class ImageSpectrumPredictor:
         samples = samples or self.samples
         images = np.asarray(batch["image"], np.float32)
         z_prior = np.asarray(batch["z_prior"], np.float64)
+        mass = np.asarray(batch.get("log_mstar_catalog", np.full(len(images), np.nan)), np.float32)
         has_z = np.isfinite(z_prior)
         flags = np.full(len(images), int(QualityFlag.NO_FLUX_SCALE), np.int64)
         flags[~has_z] |= QualityFlag.NO_Z_PRIOR
@@ -67,10 +68,11 @@ class ImageSpectrumPredictor:
 
         z_place = keras.ops.convert_to_numpy(placement_redshift(z_prior, get_instrument(self.instrument)))
         if samples not in self._generate:
-            self._generate[samples] = compiled(lambda image, z, noise: self.model.generate_from_image(
-                image, z, None, samples, self.sampler, noise=noise))
+            self._generate[samples] = compiled(lambda image, z, mass, noise: self.model.generate_from_image(
+                image, z, mass, samples, self.sampler, noise=noise))
         noise = self.model.noise(len(images), samples, self.sampler.replace(data_consistency=False), seed)
-        out = {k: keras.ops.convert_to_numpy(v) for k, v in self._generate[samples](images, z_place, noise).items()}
+        generated = self._generate[samples](images, z_place, mass, noise)
+        out = {k: keras.ops.convert_to_numpy(v) for k, v in generated.items()}
         drawn = out["samples"]
         out.update(reconstruction_chi2=np.full(len(images), np.nan), line_pixels=np.ones(len(images)))
         columns = sample_columns(out, flags)

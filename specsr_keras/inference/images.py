@@ -37,7 +37,8 @@ def _image_problem(image, shape: tuple) -> str:
 
 
 def prepare_image_rows(raw: RawRows, shape: tuple = (64, 64, 4)) -> PreparedRows:
-    """Batch {image (B, H, W, bands) float32 raw units, z_prior, row, object_id, flags}."""
+    """Batch {image (B, H, W, bands) float32 raw units, z_prior, log_mstar_catalog (NaN = none),
+    row, object_id, flags}."""
     quarantine = list(raw.rejects)
     n = len(raw.row)
     images = raw.image if raw.image is not None else [None] * n
@@ -58,7 +59,9 @@ def prepare_image_rows(raw: RawRows, shape: tuple = (64, 64, 4)) -> PreparedRows
                          np.float64)[keep]
     invalid = ~np.isnan(z_prior) & ~((z_prior >= Z_PRIOR_RANGE[0]) & (z_prior <= Z_PRIOR_RANGE[1]))
     flags[invalid] |= QualityFlag.Z_PRIOR_INVALID
+    mass = np.asarray(raw.log_mstar_catalog if raw.log_mstar_catalog is not None else np.full(n, np.nan),
+                      np.float64)[keep]
     batch = {"image": np.where(bad, 0.0, stacked).astype(np.float32),
-             "z_prior": np.where(invalid, np.nan, z_prior),
+             "z_prior": np.where(invalid, np.nan, z_prior), "log_mstar_catalog": mass,
              "row": raw.row[keep], "object_id": raw.object_id[keep], "flags": flags}
     return PreparedRows(batch, sorted(quarantine, key=lambda entry: entry[0]))

@@ -116,6 +116,14 @@ def image_inputs(image) -> dict:
     return {"image": normalise_image(image), "log_image_amplitude": ops.log10(image_level(image))}
 
 
+def mass_inputs(log_mstar_catalog) -> dict:
+    """A catalogue log10 M*/Msun (B,) (NaN or <= 0, e.g. -1 in JSON: none) -> model inputs
+    "log_mstar" (0 where none) and "has_mass" (B,) in {0, 1}."""
+    mass = ops.cast(log_mstar_catalog, "float32")
+    known = ops.logical_and(ops.isfinite(mass), mass > 0)
+    return {"log_mstar": ops.where(known, mass, 0.0), "has_mass": ops.cast(known, "float32")}
+
+
 def hires_inputs(hires_flux, hires_mask, hires_z, z_place, scale, hires_ivar=None) -> dict:
     """Hi-res targets (N, 320) given on the window at `hires_z`, moved to `z_place`, normalised.
 
@@ -152,9 +160,8 @@ def model_inputs(batch: dict, instrument: Instrument, *, noiseless_hires: bool =
     if "image" in batch:
         out.update(_numpy(image_inputs(batch["image"])))
     has_image = np.asarray(batch.get("has_image", np.full(n, "image" in batch)), bool)
-    mass = np.asarray(batch.get("log_mstar_catalog", np.full(n, np.nan)), np.float32)
-    out.update(has_image=has_image.astype(np.float32), log_mstar=mass,
-               has_mass=np.isfinite(mass).astype(np.float32))
+    out.update(has_image=has_image.astype(np.float32),
+               **_numpy(mass_inputs(np.asarray(batch.get("log_mstar_catalog", np.full(n, np.nan)), np.float32))))
     return out
 
 
@@ -197,10 +204,7 @@ class SpectrumPreprocessor:
             inputs.update(image_inputs(raw["image"]))
             inputs["has_image"] = raw.get("has_image", ops.ones_like(inputs["z_place"]))
         if "log_mstar_catalog" in raw:
-            mass = ops.cast(raw["log_mstar_catalog"], "float32")
-            known = ops.logical_and(ops.isfinite(mass), mass > 0)  # NaN or <= 0 (e.g. -1 in JSON): none
-            inputs["log_mstar"] = ops.where(known, mass, 0.0)
-            inputs["has_mass"] = ops.cast(known, "float32")
+            inputs.update(mass_inputs(raw["log_mstar_catalog"]))
         observation = observe(self.instrument, inputs["flux"], inputs["ivar"], inputs["z_place"],
                               raw.get("source_sigma_arcsec"))
         return inputs, observation

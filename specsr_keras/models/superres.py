@@ -49,7 +49,7 @@ from specsr_keras.instruments import TARGET_GRID
 from specsr_keras.models.contrastive import takes_amplitude
 from specsr_keras.models.diffusion import HiresSpectrumTask
 from specsr_keras.models.preprocess import masked_flux
-from specsr_keras.models.preprocessor import SpectrumPreprocessor, image_inputs
+from specsr_keras.models.preprocessor import SpectrumPreprocessor, image_inputs, mass_inputs
 from specsr_keras.models.samplers import LinearData, Sampler
 from specsr_keras.physics import LINE_REGION_A, LINE_WAVELENGTHS
 from specsr_keras.spectral.lines import measure_windows
@@ -395,16 +395,16 @@ class SuperResolver(HiresSpectrumTask):
         its amplitude, z and (optionally) a catalogue mass, without a spectrum.
 
         image (B, 64, 64, 4) [nJy], z_prior (B,) (placement; NaN is not allowed here),
-        log_mstar (B,) or None. Returns "samples" (B, K, 320) in units of the object's
-        (unknown) low-res scale, their per-sample line measurements (`measure_windows`: N2
-        and z are scale-free, line fluxes are in scale units x Å) and "z_place".
+        log_mstar (B,) catalogue log10 M*/Msun (NaN or <= 0: none) or None. Returns "samples"
+        (B, K, 320) in units of the object's (unknown) low-res scale, their per-sample line
+        measurements (`measure_windows`: N2 and z are scale-free, line fluxes are in scale
+        units x Å) and "z_place".
         """
         sampler = (sampler or self.sampler).replace(data_consistency=False, amortised=False)
         z = ops.cast(z_prior, "float32")
         inputs = {**image_inputs(image), "z_place": z, "instrument": ops.full(ops.shape(z), instrument_id, "int32")}
         if log_mstar is not None:
-            mass = ops.cast(log_mstar, "float32")
-            inputs.update(log_mstar=mass, has_mass=ops.cast(ops.isfinite(mass), "float32"))
+            inputs.update(mass_inputs(log_mstar))
         samples = self.sample(inputs, num_samples, sampler, None, seed, noise)
         return {**measure_windows(samples, z), "samples": samples, "z_place": z}
 
