@@ -16,7 +16,7 @@ Each variant runs `specsr_keras.evaluation.evaluate` over the sets (reports unde
 (bootstrap 68 % intervals), estimate-vs-truth and calibration slopes, 68 / 95 % coverage, Hα
 flux bias, and the verdict against the best competitor; plus the sampling speed of each
 variant (posterior samples/s on one batch, compile excluded). Writes
-benchmarks/results/posterior.json and posterior.md (a later run on the same model and data
+benchmarks/results/posterior.json and posterior.md (a later run on the same weights and data
 adds its variants to the file).
 
     python -m benchmarks.bench_posterior --model runs/default \\
@@ -26,6 +26,7 @@ adds its variants to the file).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -50,6 +51,7 @@ VARIANTS = {
                                               **_DRAWS},
     "guided+amortised + draws + double prior": {"amortised": True, "data_consistency": True, "prior_scale": 2.0,
                                                 **_DRAWS},
+    "guided + draws + half prior": {"amortised": False, "data_consistency": True, "prior_scale": 0.5, **_DRAWS},
     "guided+amortised + draws + K32": {"amortised": True, "data_consistency": True, "samples": 32, **_DRAWS},
 }
 METHODS = ("specsr", "lowres_fit", "fit_population", "fit_faisst", "faisst", "constant", "ceiling")
@@ -69,6 +71,17 @@ def sampling_speed(model: str, changes: dict, rows: int = 64, repeats: int = 2) 
     for seed in range(repeats):
         predictor.generate(batch, seed=seed + 1)
     return rows * predictor.samples * repeats / (time.perf_counter() - start)
+
+
+def model_fingerprint(model: str) -> str:
+    """sha1 of the file that identifies a model's weights (a run's models/superres.keras, a
+    SavedModel's fingerprint.pb; the name itself for "baseline"): variants are merged only
+    with earlier ones of the same weights, not of the same path."""
+    path = Path(model)
+    for candidate in (path / "models" / "superres.keras", path / "fingerprint.pb", path):
+        if candidate.is_file():
+            return hashlib.sha1(candidate.read_bytes()).hexdigest()
+    return model
 
 
 def collect(metrics: dict) -> dict:
@@ -128,11 +141,11 @@ def main(argv=None) -> dict:
     from specsr_keras.evaluation import evaluate
 
     dirs = [d for d in args.data.split(",") if d]
-    report = {"machine": machine(), "model": args.model, "data": dirs, "max_examples": args.max_examples,
-              "variants": {}}
+    report = {"machine": machine(), "model": args.model, "model_fingerprint": model_fingerprint(args.model),
+              "data": dirs, "max_examples": args.max_examples, "variants": {}}
     if RESULTS.is_file():  # add to the variants of an earlier run on the same model and data
         earlier = json.loads(RESULTS.read_text())
-        if all(earlier.get(k) == report[k] for k in ("model", "data", "max_examples")):
+        if all(earlier.get(k) == report[k] for k in ("model_fingerprint", "data", "max_examples")):
             report["variants"] = earlier["variants"]
     for variant in args.variants.split(","):
         changes = VARIANTS[variant]

@@ -30,3 +30,18 @@ def test_table_has_one_row_per_populated_bin_and_names_the_verdict():
 def test_every_variant_is_a_valid_sampler_setting():
     for changes in VARIANTS.values():
         assert isinstance(Sampler().replace(**changes), Sampler)
+
+
+def test_variants_merge_by_the_weights_not_by_the_path(tmp_path):
+    from benchmarks.bench_posterior import model_fingerprint
+
+    weights = tmp_path / "run" / "models" / "superres.keras"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"first training")
+    first = model_fingerprint(str(tmp_path / "run"))
+    weights.write_bytes(b"retrained in place")  # same path, new weights: a new model
+    assert model_fingerprint(str(tmp_path / "run")) != first
+    (tmp_path / "export").mkdir()
+    (tmp_path / "export" / "fingerprint.pb").write_bytes(b"saved model")
+    assert model_fingerprint(str(tmp_path / "export")) not in (first, str(tmp_path / "export"))
+    assert model_fingerprint("baseline") == "baseline"
