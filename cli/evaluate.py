@@ -30,7 +30,7 @@ def evaluate(
     seed: Annotated[int, typer.Option(
         min=0, help="Base seed (model sampling, ceiling noise).")] = 0,
     embeddings_from: Annotated[Path | None, typer.Option(
-        exists=True, file_okay=False, help="Training run whose aligner embeds the first set's "
+        exists=True, file_okay=False, help="Training run whose aligner embeds the headline set's "
         "images and spectra for retrieval, kNN redshift/mass R² and anomaly metrics, and whose "
         "super-resolver generates spectra from the images alone (their N2 against the truth).")] = None,
     domain_gap_against: Annotated[Path | None, typer.Option(
@@ -55,20 +55,10 @@ def evaluate(
     from specsr_keras.models.samplers import parse_sampler_settings
 
     dirs = [part.strip() for part in data.split(",") if part.strip()]
-    withheld = [part.strip() for part in (withhold or "").split(",") if part.strip()]
-    crossmodal = None
-    if embeddings_from is not None:
-        from specsr_keras.evaluation import crossmodal_from_run
-
-        if "image" in withheld:
-            raise typer.BadParameter("the cross-modal metrics need the images: give --embeddings-from "
-                                     "or --withhold image, not both", param_hint="--embeddings-from")
-        crossmodal = crossmodal_from_run(embeddings_from, dirs[0], max_examples, seed=seed,
-                                         with_mass="mass" not in withheld)
     metrics = run_evaluation(model, dirs, out, max_examples=max_examples, samples=samples,
-                             seed=seed, sampler=parse_sampler_settings(sampler), crossmodal=crossmodal,
+                             seed=seed, sampler=parse_sampler_settings(sampler), crossmodal_run=embeddings_from,
                              domain_gap_against=domain_gap_against,
-                             withhold=withheld,
+                             withhold=[part.strip() for part in (withhold or "").split(",") if part.strip()],
                              reporter=reporter("objects"))
     console.print(headline_table(metrics))
     for name, gap in ((metrics["domain_gap"] or {}).get("sets") or {}).items():

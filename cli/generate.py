@@ -14,7 +14,7 @@ from cli.common import console, one_line_errors, reporter
 def generate(
     catalog: Annotated[str, typer.Argument(
         help="FITS / HDF5 / Parquet table with an `image` column (64x64x4 cutouts, "
-        "nJy/pixel) and ideally z_prior.")],
+        "nJy/pixel), ideally z_prior and, where known, log_mstar_catalog (the prior reads it).")],
     model: Annotated[Path, typer.Option(help="Training run directory (models/superres.keras) "
                                         "or a super-resolver .keras file.")],
     out: Annotated[Path, typer.Option(help="Run directory, e.g. results/RUN (reused to resume).")],

@@ -248,10 +248,31 @@ def test_evaluate_embeds_and_generates_from_the_images_of_the_first_set(run_dir,
     manifest, attrs = dataset_metadata("euclid", 5)
     write_shards(data, [simulate_galaxies(n, "euclid", seed=5)], manifest, attrs=attrs)
     out = tmp_path / "report"
-    _invoke("evaluate", "--model", "baseline", "--data", data, "--out", out, "--embeddings-from", run_dir)
+    # the headline set (Euclid) is the second: its rows are embedded and generated, not the first set's
+    g141 = tmp_path / "g141"
+    manifest, attrs = dataset_metadata("g141", 6)
+    write_shards(g141, [simulate_galaxies(7, "g141", seed=6)], manifest, attrs=attrs)
+    _invoke("evaluate", "--model", "baseline", "--data", f"{g141},{data}", "--out", out,
+            "--embeddings-from", run_dir, "--withhold", "mass")
     crossmodal = json.loads((out / "metrics.json").read_text())["crossmodal"]
     assert crossmodal["generation"]["n"] == n and crossmodal["probes"]["image"]
+    assert crossmodal["generation"]["inputs"] == "its amplitude, z prior"  # the mass withheld here too
     assert "Spectra generated from images" in (out / "report.md").read_text()
     refused = runner.invoke(app, ["evaluate", "--model", "baseline", "--data", str(data), "--out", str(out),
                                   "--embeddings-from", str(run_dir), "--withhold", "image"])
-    assert refused.exit_code == 2 and "--withhold image" in refused.output
+    assert refused.exit_code == 1 and "withhold" in refused.output
+
+
+def test_image_rows_carry_the_catalogue_mass_to_the_generator(image_catalog, tmp_path):
+    from specsr_keras.inference.catalog import open_catalog
+    from specsr_keras.inference.images import prepare_image_rows
+
+    table = Table.read(image_catalog)
+    table["lmass"] = np.arange(N_ROWS) + 9.0  # an alias of log_mstar_catalog
+    path = tmp_path / "with_mass.fits"
+    table.write(path)
+    prepared = prepare_image_rows(open_catalog(path, modality="image").read(0, N_ROWS))
+    kept = [row for row in range(N_ROWS) if row != NAN_ROW]  # the NaN cutout is quarantined
+    np.testing.assert_array_equal(prepared.batch["log_mstar_catalog"], np.arange(N_ROWS)[kept] + 9.0)
+    without = prepare_image_rows(open_catalog(image_catalog, modality="image").read(0, N_ROWS))
+    assert np.isnan(without.batch["log_mstar_catalog"]).all()

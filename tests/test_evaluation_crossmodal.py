@@ -57,12 +57,13 @@ def test_roc_curve_ends_at_one_and_skips_nan_scores():
 def test_generation_metrics_score_n2_intervals_and_references_on_rows_with_truth():
     true_n2 = np.r_[np.linspace(-1.2, -0.2, 9), np.nan]
     p50 = true_n2 + 0.1  # every estimate 0.1 dex high
+    p50[0] = np.nan  # no estimate for the first galaxy
     generated = {"n2_p50": p50, "n2_p16": p50 - 0.05, "n2_p84": p50 + 0.05,  # 68 %: misses all
-                 "n2_p2_5": p50 - 0.2, "n2_p97_5": p50 + 0.2}  # 95 %: covers all
+                 "n2_p2_5": p50 - 0.2, "n2_p97_5": p50 + 0.2}  # 95 %: covers all but the first
     out = generation_metrics(generated, true_n2, {"exact": true_n2})
-    assert out["n"] == 9
+    assert out["n"] == 9 and out["n_estimated"] == 8
     assert out["n2_bias"] == pytest.approx(0.1) and out["n2_nmad"] == pytest.approx(0.0, abs=1e-12)
-    assert out["coverage_68"] == 0.0 and out["coverage_95"] == 1.0
+    assert out["coverage_68"] == 0.0 and out["coverage_95"] == pytest.approx(8 / 9)
     assert out["references"]["exact"] == 0.0 and out["references"]["constant"] > 0.3
     with pytest.raises(ValueError, match="rows"):
         generation_metrics(generated, true_n2[:5])

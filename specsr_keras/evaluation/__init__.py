@@ -47,8 +47,8 @@ HEADLINE_INSTRUMENT = "euclid_nisp_red"
 
 def evaluate(model: str, data_dirs, out_dir, *, max_examples: int | None = None,
              samples: int | None = None, seed: int = 0, batch_size: int = 256, sampler: dict | None = None,
-             crossmodal: CrossModalInputs | None = None, domain_gap_against=None, withhold=(),
-             reporter: Reporter | None = None) -> dict:
+             crossmodal: CrossModalInputs | None = None, crossmodal_run=None, domain_gap_against=None,
+             withhold=(), reporter: Reporter | None = None) -> dict:
     """Evaluate `model` ("baseline" or an exported model) on held-out shard directories.
 
     data_dirs: one directory or a list (each one instrument; simulated or real, see
@@ -56,6 +56,8 @@ def evaluate(model: str, data_dirs, out_dir, *, max_examples: int | None = None,
     samples per object (None: the model's) and base seed; sampler: changes to a Keras
     model's `Sampler` settings (e.g. {"amortised": True}); crossmodal: optional embeddings / spectra
     generated from images / anomaly scores aligned with the headline (Euclid-like) set's first rows;
+    crossmodal_run: a training run that computes them instead (`crossmodal_from_run` on the
+    headline set);
     domain_gap_against: simulated shard directory that the real sets are compared with
     (evaluation/domain_gap.py; default: the first simulated set of data_dirs); withhold:
     catalogue inputs ("image", "mass") that neither specsr nor the baselines see
@@ -67,6 +69,9 @@ def evaluate(model: str, data_dirs, out_dir, *, max_examples: int | None = None,
     dirs = [data_dirs] if isinstance(data_dirs, str | Path) else list(data_dirs)
     if not dirs:
         raise ValueError("no held-out data directories given")
+    if crossmodal_run is not None and "image" in withhold:
+        raise ValueError("the cross-modal metrics need the images: give a run for them or withhold the "
+                         "image, not both")
     reference = domain_gap_reference(dirs, domain_gap_against)
     sets = [run_held_out_set(directory, model, set_index=k, max_examples=max_examples,
                              samples=samples, seed=seed, batch_size=batch_size, sampler=sampler,
@@ -75,6 +80,9 @@ def evaluate(model: str, data_dirs, out_dir, *, max_examples: int | None = None,
     _make_names_unique(sets)
     # Prefer a set with line truth, then the headline instrument, then the given order.
     headline = min(sets, key=lambda s: (not s.line_truth, s.instrument != HEADLINE_INSTRUMENT))
+    if crossmodal_run is not None:
+        crossmodal = crossmodal_from_run(crossmodal_run, headline.directory, max_examples, seed=seed,
+                                         with_mass="mass" not in withhold)
     crossmodal = crossmodal or CrossModalInputs()
     # Anomaly labels (AGN, broad lines, contamination) are simulation truth.
     specsr = headline.estimates["specsr"]
@@ -192,22 +200,27 @@ def crossmodal_from_run(run_dir, data_dir, max_examples: int | None = None, *, s
     from specsr_keras.embeddings import embed_images, embed_spectra
     from specsr_keras.inference.generator_predictor import ImageSpectrumPredictor
 
-    batch = load_shards(data_dir, fields=["image", "lowres_flux", "lowres_ivar", "lowres_mask", "z_prior",
-                                          "log_mstar_catalog"], max_examples=max_examples)
-    instrument = read_manifest(data_dir)["instrument"]
+    manifest = read_manifest(data_dir)
+    optional = [name for name in ("z_prior", "log_mstar_catalog") if name in manifest.get("field_info", {})]
+    batch = load_shards(data_dir, fields=["image", "lowres_flux", "lowres_ivar", "lowres_mask", *optional],
+                        max_examples=max_examples)
+    rows = len(batch["image"])
+    if not rows:
+        raise ValueError(f"{data_dir}: no examples to embed")
+    for name in ("z_prior", "log_mstar_catalog"):
+        if name not in batch or (name == "log_mstar_catalog" and not with_mass):
+            batch[name] = np.full(rows, np.nan)
     generator = ImageSpectrumPredictor.from_path(run_dir)
-    rows = len(batch["z_prior"])
-    if not with_mass:
-        batch["log_mstar_catalog"] = np.full(rows, np.nan)
     pieces = [generator.predict({key: batch[key][start:start + batch_size]
                                  for key in ("image", "z_prior", "log_mstar_catalog")}, seed=seed + number)
               for number, start in enumerate(range(0, rows, batch_size))]
     return CrossModalInputs(
         image_embeddings=embed_images(batch["image"], run_dir),
         spectrum_embeddings=embed_spectra(batch["lowres_flux"], batch["lowres_ivar"],
-                                          batch["lowres_mask"], instrument, run_dir),
+                                          batch["lowres_mask"], manifest["instrument"], run_dir),
         generated={name: np.concatenate([piece[name] for piece in pieces])
                    for name in pieces[0] if name.startswith("n2_")},
+        generated_inputs="its amplitude, z prior" + (", catalogue mass" if with_mass else ""),
     )
 
 

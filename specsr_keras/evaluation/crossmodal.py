@@ -31,6 +31,7 @@ class CrossModalInputs:
     image_embeddings, spectrum_embeddings: (N, D) shared-space embeddings;
     generated: columns of spectra generated from images alone, without a spectrum
     (`ImageSpectrumPredictor`: at least "n2_p50", "n2_p16", "n2_p84", "n2_p2_5", "n2_p97_5" (N,) [dex]);
+    generated_inputs: what the generator was given besides the image, for the report;
     anomaly_scores: (N,) (higher = more anomalous; default: the model's score column);
     anomaly_labels: (N,) bool (default: every simulated anomaly class, `anomaly_classes`).
     """
@@ -38,6 +39,7 @@ class CrossModalInputs:
     image_embeddings: np.ndarray | None = None
     spectrum_embeddings: np.ndarray | None = None
     generated: dict | None = None
+    generated_inputs: str = "its amplitude, z prior, catalogue mass"
     anomaly_scores: np.ndarray | None = None
     anomaly_labels: np.ndarray | None = None
 
@@ -247,27 +249,32 @@ def generation_metrics(generated: dict, true_n2, references: dict | None = None)
     """How well spectra generated from images alone give N2 = log10([NII]6585/Hα) [dex].
 
     generated: "n2_p50" and the 68 / 95 % interval columns (N,); true_n2 (N,); references:
-    {name: (N,) N2 estimates} scored on the same rows (e.g. the Faisst relation at the
-    catalogue mass). Returns {"n", "n2_nmad", "n2_bias", "coverage_68", "coverage_95",
-    "references": {name: NMAD, ..., "constant": NMAD of the median true N2 (no skill)}};
-    rows without a true N2 are left out, a non-finite estimate counts as not covered.
+    {name: (N,) N2 estimates} (e.g. the Faisst relation at the catalogue mass). Returns {"n":
+    rows with a true N2, "n_estimated": of those, rows with a generated N2, "n2_nmad", "n2_bias"
+    (on those), "coverage_68", "coverage_95" (on all n: no estimate is not covered),
+    "references": {name: NMAD on the n_estimated rows (NaN where a reference has no value
+    there), ..., "constant": the median true N2 for every galaxy (no skill)}}.
     """
     true_n2 = np.asarray(true_n2, np.float64)
     if len(generated["n2_p50"]) != len(true_n2):
         raise ValueError(f"generated columns have {len(generated['n2_p50'])} rows, the set {len(true_n2)}")
     known = np.isfinite(true_n2)
-    truth = true_n2[known]
-    error = np.asarray(generated["n2_p50"], np.float64)[known] - truth
+    estimate = np.asarray(generated["n2_p50"], np.float64)
+    scored = known & np.isfinite(estimate)
+    truth = true_n2[scored]
 
     def covered(low, high):
-        return float(np.mean((np.asarray(generated[low])[known] <= truth)
-                             & (truth <= np.asarray(generated[high])[known]))) if truth.size else np.nan
+        inside = (np.asarray(generated[low]) <= true_n2) & (true_n2 <= np.asarray(generated[high]))
+        return float(np.mean(inside[known])) if known.any() else np.nan
 
-    others = {name: nmad(np.asarray(values, np.float64)[known] - truth) for name, values in (references or {}).items()}
-    others["constant"] = nmad(truth - np.median(truth)) if truth.size else np.nan
-    finite = error[np.isfinite(error)]
-    return {"n": int(truth.size), "n2_nmad": nmad(finite),
-            "n2_bias": float(np.median(finite)) if finite.size else np.nan,
+    def scatter(values):
+        error = np.asarray(values, np.float64)[scored] - truth
+        return nmad(error) if error.size and np.isfinite(error).all() else np.nan
+
+    others = {name: scatter(values) for name, values in (references or {}).items()}
+    others["constant"] = scatter(np.full(len(true_n2), np.median(truth))) if truth.size else np.nan
+    return {"n": int(known.sum()), "n_estimated": int(scored.sum()), "n2_nmad": scatter(estimate),
+            "n2_bias": float(np.median(estimate[scored] - truth)) if truth.size else np.nan,
             "coverage_68": covered("n2_p16", "n2_p84"), "coverage_95": covered("n2_p2_5", "n2_p97_5"),
             "references": others}
 
@@ -310,7 +317,8 @@ def crossmodal_metrics(inputs: CrossModalInputs, truth: dict, model_scores,
         out["probes"] = probe_metrics(given, truth)
         out["knn_r2"] = {name: per.get("z", {}).get("knn", float("nan")) for name, per in out["probes"].items()}
     if inputs.generated is not None:
-        out["generation"] = generation_metrics(inputs.generated, truth["n2"], generation_references)
+        out["generation"] = {**generation_metrics(inputs.generated, truth["n2"], generation_references),
+                             "inputs": inputs.generated_inputs}
     anomaly = anomaly_inputs(inputs, truth, model_scores)
     if anomaly is not None:
         scores, labels, source = anomaly

@@ -368,14 +368,16 @@ def crossmodal_blocks(extra: dict, roc_figure=None, pca_figure=None) -> list[tup
     gen = extra["generation"]
     if gen:
         blocks.append(("table", ["estimate", "N", "NMAD", "bias", "68 % coverage", "95 % coverage"],
-                       [["generated from the image (with its amplitude, z prior, catalogue mass)", str(gen["n"]),
+                       [[f"generated from the image (with {gen['inputs']})", str(gen["n_estimated"]),
                          format_number(gen["n2_nmad"]), format_number(gen["n2_bias"], "+.3f"),
                          format_number(gen["coverage_68"], ".2f"), format_number(gen["coverage_95"], ".2f")],
-                        *[[name, str(gen["n"]), format_number(value), "", "", ""]
+                        *[[name, str(gen["n_estimated"]), format_number(value), "", "", ""]
                           for name, value in gen["references"].items()]]))
         blocks.append(("text", "Each galaxy's N2 is the median over the spectra that the super-resolver draws "
-                       "from its prior given the image alone (no spectrum); constant: the median true N2 "
-                       "for every galaxy (no skill)."))
+                       "from its prior given the image alone (no spectrum), scored on the galaxies where they "
+                       "give one; the coverage counts a galaxy without an estimate as not covered. The "
+                       "other rows are scored on the same galaxies; constant: the median true N2 for every "
+                       "galaxy (no skill)."))
     else:
         blocks.append(missing("spectra generated from images"))
     blocks.append(("heading", 3, "Anomaly detection (AGN, broad lines, contamination, artefacts)"))

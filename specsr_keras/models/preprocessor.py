@@ -17,7 +17,8 @@ Keys (N = rows): "lowres", "lowres_weight" (N, 512); "instrument" (N,) int32;
 "log_scale", "z_place" (N,); "flux", "ivar" (N, L) the cleaned low-res pixels; with hi-res:
 "hires", "hires_weight" (N, 320), "hires_valid" (N,); with images: "image" (N, 64, 64, 4)
 arcsinh-normalised, "log_image_amplitude" (N,); "log_mstar" (N,) a *catalogue* stellar
-mass (the shard / catalogue field "log_mstar_catalog"; NaN = none; never the true mass),
+mass (the shard / catalogue field "log_mstar_catalog", where NaN or <= 0 means none: then 0
+with "has_mass" 0, `mass_inputs`; never the true mass),
 "has_image", "has_mass" (N,) presence flags.
 """
 
