@@ -59,8 +59,8 @@ $(DEMO)/report/report.md: $(DEMO)/results/results.fits $(DEMO)/data/heldout/mani
 		--embeddings-from saved_models/specsr/run
 
 # The shipped model saved_models/specsr (not part of `make demo`): fixed simulator seeds,
-# `specsr train --preset default` (aligner, then the decoders stage, ~1 h on 2 CPU cores under JAX), export, held-out
-# evaluation per instrument, then `specsr ship` writes the Keras run copy and MODEL_CARD.md.
+# `specsr train --preset default` (the decoders stage on the shipped aligner, 33 min on 2 CPU cores under JAX),
+# export, held-out evaluation per instrument, then `specsr ship` writes the Keras run copy and MODEL_CARD.md.
 SIM := datasets/sim
 SHIPPED := saved_models/specsr
 SHIPPED_RUN := runs/default
@@ -122,7 +122,8 @@ $(SIM)/val/manifest.json:
 	$(NICE) $(SPECSR) simulate --n 1000 --instrument euclid --snr-weight-power 2 --seed 34 --out $(@D) --overwrite
 $(SIM)/val-bright/manifest.json:
 	$(NICE) $(SPECSR) simulate --n 300 --instrument euclid --noise-scale 0.2 --min-ha-snr 20 --seed 36 --out $(@D) --overwrite
-# Off the relations like stress-euclid-flat, another seed: the sampler is chosen on it, not on the stress set.
+# Off the relations like stress-euclid-flat, another seed: for choosing settings off the relations
+# without looking at the stress set.
 $(SIM)/val-flat/manifest.json:
 	$(NICE) $(SPECSR) simulate --n 600 --instrument euclid --noise-scale 0.15 --snr-weight-power 1 \
 		--off-relation-fraction 1 --seed 47 --out $(@D) --overwrite

@@ -17,7 +17,7 @@ the share of the sampler's speed that the whole command keeps (target >= 0.8). W
 benchmarks/results/infer.json.
 
     python -m benchmarks.bench_infer [--sizes 10000,100000] [--dask-workers 2] [--data DIR]
-        [--model saved_models/specsr/8]
+        [--model saved_models/specsr/9]
 """
 
 from __future__ import annotations

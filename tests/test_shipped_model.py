@@ -38,7 +38,7 @@ def test_shipped_run_initialises_a_fine_tune():  # JAX-trained weights, loaded u
     from specsr_keras.reporting import Reporter
     from specsr_keras.training.pipeline import SpecsrModels, load_run_weights, shared_space_of, wavelength_channel_of
 
-    assert not wavelength_channel_of(SHIPPED / "run")  # trained before the denoiser read the wavelength
+    assert wavelength_channel_of(SHIPPED / "run")  # specsr/9 on: the denoiser reads the window's wavelength
     models = SpecsrModels("tiny", seed=0, shared_space=shared_space_of(SHIPPED / "run"),  # specsr/2's aligner
                           wavelength_channel=wavelength_channel_of(SHIPPED / "run"))
     before = [w.copy() for w in models.superres.get_weights()]
@@ -135,4 +135,5 @@ def test_infer_reads_each_instruments_rows_on_their_own_grid(tmp_path):
     results = Table.read(summary.results, mask_invalid=False)
     assert summary.rows_out == 6 and not np.any(results["flags"] & QualityFlag.RESAMPLED)
     z_true = np.concatenate([part["z"] for part in parts])
-    assert np.all(np.abs(results["z_p50"] - z_true) / (1 + z_true) < 3e-3)
+    # G141 z scatter at S/N > 10 is NMAD ~1e-3 (1+z) (the shipped G141 report); 4 draws a galaxy
+    assert np.all(np.abs(results["z_p50"] - z_true) / (1 + z_true) < 5e-3)

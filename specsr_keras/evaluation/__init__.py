@@ -82,7 +82,7 @@ def evaluate(model: str, data_dirs, out_dir, *, max_examples: int | None = None,
     headline = min(sets, key=lambda s: (not s.line_truth, s.instrument != HEADLINE_INSTRUMENT))
     if crossmodal_run is not None:
         crossmodal = crossmodal_from_run(crossmodal_run, headline.directory, max_examples, seed=seed,
-                                         with_mass="mass" not in withhold)
+                                         with_mass="mass" not in withhold, reporter=reporter)
     crossmodal = crossmodal or CrossModalInputs()
     # Anomaly labels (AGN, broad lines, contamination) are simulation truth.
     specsr = headline.estimates["specsr"]
@@ -187,7 +187,8 @@ def flat_domain_gap(gaps: dict | None) -> dict:
 
 
 def crossmodal_from_run(run_dir, data_dir, max_examples: int | None = None, *, seed: int = 0,
-                        batch_size: int = 256, with_mass: bool = True) -> CrossModalInputs:
+                        batch_size: int = 256, with_mass: bool = True,
+                        reporter: Reporter | None = None) -> CrossModalInputs:
     """Image and low-res spectrum embeddings of a held-out set's first rows, by a training run,
     and the N2 columns of spectra its super-resolver generates from each image alone (image,
     its amplitude, z prior and, with_mass, the catalogue mass; `ImageSpectrumPredictor`, the run's K).
@@ -211,9 +212,13 @@ def crossmodal_from_run(run_dir, data_dir, max_examples: int | None = None, *, s
         if name not in batch or (name == "log_mstar_catalog" and not with_mass):
             batch[name] = np.full(rows, np.nan)
     generator = ImageSpectrumPredictor.from_path(run_dir)
-    pieces = [generator.predict({key: batch[key][start:start + batch_size]
-                                 for key in ("image", "z_prior", "log_mstar_catalog")}, seed=seed + number)
-              for number, start in enumerate(range(0, rows, batch_size))]
+    pieces = []
+    with (reporter or Reporter()).task("generate spectra from images", total=rows) as advance:
+        for number, start in enumerate(range(0, rows, batch_size)):
+            pieces.append(generator.predict({key: batch[key][start:start + batch_size]
+                                             for key in ("image", "z_prior", "log_mstar_catalog")},
+                                            seed=seed + number))
+            advance(len(pieces[-1]["n2_p50"]))
     return CrossModalInputs(
         image_embeddings=embed_images(batch["image"], run_dir),
         spectrum_embeddings=embed_spectra(batch["lowres_flux"], batch["lowres_ivar"],
