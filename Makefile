@@ -96,7 +96,7 @@ $(SHIPPED_ALIGNER_RUN)/run.json: $(SHIPPED_ALIGNER_START)/run.json | shipped-dat
 	KERAS_BACKEND=tensorflow $(NICE) $(SPECSR) train $(@D) --preset default --init-from $(SHIPPED_ALIGNER_START) \
 		--init-stages autoencoders,contrastive --stages contrastive --contrastive-steps 3000 --batch-size 128
 
-SIM_SETS := train-euclid train-euclid-2 train-euclid-bright train-g141 train-roman val val-bright val-flat heldout-euclid heldout-euclid-bright \
+SIM_SETS := train-euclid train-euclid-2 train-euclid-bright train-g141 train-roman val val-bright heldout-euclid heldout-euclid-bright \
 	heldout-g141 stress-euclid stress-euclid-flat anomalies-euclid
 shipped-data: $(SIM_SETS:%=$(SIM)/%/manifest.json)
 
@@ -122,11 +122,6 @@ $(SIM)/val/manifest.json:
 	$(NICE) $(SPECSR) simulate --n 1000 --instrument euclid --snr-weight-power 2 --seed 34 --out $(@D) --overwrite
 $(SIM)/val-bright/manifest.json:
 	$(NICE) $(SPECSR) simulate --n 300 --instrument euclid --noise-scale 0.2 --min-ha-snr 20 --seed 36 --out $(@D) --overwrite
-# Off the relations like stress-euclid-flat, another seed: for choosing settings off the relations
-# without looking at the stress set.
-$(SIM)/val-flat/manifest.json:
-	$(NICE) $(SPECSR) simulate --n 600 --instrument euclid --noise-scale 0.15 --snr-weight-power 1 \
-		--off-relation-fraction 1 --seed 47 --out $(@D) --overwrite
 $(SIM)/heldout-euclid/manifest.json:
 	$(NICE) $(SPECSR) simulate --n 1500 --instrument euclid --snr-weight-power 2.5 --seed 41 --out $(@D) --plot --overwrite
 $(SIM)/heldout-euclid-bright/manifest.json:
