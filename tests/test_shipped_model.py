@@ -38,7 +38,7 @@ def test_shipped_run_initialises_a_fine_tune():  # JAX-trained weights, loaded u
     from specsr_keras.reporting import Reporter
     from specsr_keras.training.pipeline import SpecsrModels, load_run_weights, shared_space_of, wavelength_channel_of
 
-    assert wavelength_channel_of(SHIPPED / "run")  # specsr/9 on: the denoiser reads the window's wavelength
+    assert wavelength_channel_of(SHIPPED / "run")  # since specsr/9: the denoiser reads the window's wavelength
     models = SpecsrModels("tiny", seed=0, shared_space=shared_space_of(SHIPPED / "run"),  # specsr/2's aligner
                           wavelength_channel=wavelength_channel_of(SHIPPED / "run"))
     before = [w.copy() for w in models.superres.get_weights()]
