@@ -13,11 +13,13 @@ infer`'s, in one run: the served `super_resolve` graph alone on batches of the c
 (posterior samples/s, compile excluded) and `specsr infer` with that model on
 MODEL_ROWS[0] and MODEL_ROWS[1] rows; the difference of the two runs gives infer's
 steady-state galaxies/s (loading and compiling cancel), whose ratio to samples/s ÷ K is
-the share of the sampler's speed that the whole command keeps (target >= 0.8). Writes
-benchmarks/results/infer.json.
+the share of the sampler's speed that the whole command keeps (target >= 0.8). Those two
+runs stream chunks of MODEL_CHUNK_ROWS rows (2 and 10 chunks), so their peak-RSS ratio
+shows whether memory grows with the catalog when the super-resolver runs (target <= 1.2;
+10^5 rows with the model would take hours on this CPU). Writes benchmarks/results/infer.json.
 
     python -m benchmarks.bench_infer [--sizes 10000,100000] [--dask-workers 2] [--data DIR]
-        [--model saved_models/specsr/9]
+        [--model saved_models/specsr/10]
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ DASK_CHUNK_ROWS = 1024
 # Catalog rows of the two `specsr infer` runs with a model, and rows per model call.
 MODEL_ROWS = (128, 640)
 MODEL_BATCH = 64
+MODEL_CHUNK_ROWS = 64
 INFER_RATIO_TARGET = 0.8
 
 
@@ -47,8 +50,10 @@ def child(catalog: str, run_dir: str, workers: str = "0", model: str = "baseline
     from specsr_keras.inference.runner import InferConfig, run_inference
 
     workers = int(workers) or None
-    batch = BATCH if model == "baseline" else MODEL_BATCH
-    config = InferConfig(chunk_rows=DASK_CHUNK_ROWS if workers else CHUNK_ROWS, batch=batch)
+    if model == "baseline":
+        config = InferConfig(chunk_rows=DASK_CHUNK_ROWS if workers else CHUNK_ROWS, batch=BATCH)
+    else:
+        config = InferConfig(chunk_rows=MODEL_CHUNK_ROWS, batch=MODEL_BATCH)
     started = time.perf_counter()
     summary = run_inference(catalog, model, run_dir, config, workers=workers, overwrite=True)
     seconds = time.perf_counter() - started
@@ -161,11 +166,13 @@ def model_throughput(model: str, data_dir: Path, scratch: Path) -> dict:
     steady = (runs[1]["rows"] - runs[0]["rows"]) / (runs[1]["seconds"] - runs[0]["seconds"])
     sampler = run_child("benchmarks.bench_infer", ["--sampler", model, str(small)])
     ratio = steady / (sampler["samples_per_s"] / sampler["samples"])
+    rss_ratio = runs[1]["peak_rss_mb"] / runs[0]["peak_rss_mb"]
     print(f"{model}: sampler {sampler['samples_per_s']:.1f} samples/s (K = {sampler['samples']}), "
-          f"infer {steady:.2f} galaxies/s steady: ratio {ratio:.2f} (target >= {INFER_RATIO_TARGET})")
-    return {"model": model, "batch": MODEL_BATCH, "infer_runs": runs, "sampler": sampler,
-            "infer_galaxies_per_s": round(steady, 2), "infer_to_sampler_ratio": round(ratio, 3),
-            "target": INFER_RATIO_TARGET}
+          f"infer {steady:.2f} galaxies/s steady: ratio {ratio:.2f} (target >= {INFER_RATIO_TARGET}); "
+          f"peak RSS {MODEL_ROWS[1]} / {MODEL_ROWS[0]} rows {rss_ratio:.3f} (target <= {RSS_RATIO_TARGET})")
+    return {"model": model, "batch": MODEL_BATCH, "chunk_rows": MODEL_CHUNK_ROWS, "infer_runs": runs,
+            "sampler": sampler, "infer_galaxies_per_s": round(steady, 2), "infer_to_sampler_ratio": round(ratio, 3),
+            "target": INFER_RATIO_TARGET, "rss_ratio_largest_to_smallest": round(rss_ratio, 3)}
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ DESCRIPTIONS = {
     "infer_dask_speedup": ("`specsr infer` rows/s on 2 local Dask workers / on 1", ""),
     "infer_model_galaxies_per_s": ("`specsr infer` with the shipped SavedModel, steady state", "1/s"),
     "infer_to_sampler_ratio": ("that / (its sampler's samples/s ÷ K), same run (target >= 0.8)", ""),
+    "infer_model_rss_ratio": ("peak RSS of those runs, 640 / 128 rows in 64-row chunks (target <= 1.2)", ""),
     "sim_galaxies_per_s": ("simulator, Euclid, images included", "1/s"),
 }
 
@@ -90,7 +91,8 @@ def summarize(results: Path = RESULTS_DIR) -> dict:
                    infer_rss_ratio=infer["rss_ratio_largest_to_smallest"],
                    infer_dask_speedup=(infer.get("dask") or {}).get("speedup"),
                    infer_model_galaxies_per_s=(infer.get("model") or {}).get("infer_galaxies_per_s"),
-                   infer_to_sampler_ratio=(infer.get("model") or {}).get("infer_to_sampler_ratio"))
+                   infer_to_sampler_ratio=(infer.get("model") or {}).get("infer_to_sampler_ratio"),
+                   infer_model_rss_ratio=(infer.get("model") or {}).get("rss_ratio_largest_to_smallest"))
     if "simulate_galaxies_per_s" in ddim:
         out["sim_galaxies_per_s"] = ddim["simulate_galaxies_per_s"]
     return {k: v for k, v in out.items() if v is not None}

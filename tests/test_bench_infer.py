@@ -18,3 +18,4 @@ def test_infer_peak_rss_is_independent_of_catalog_size():
     throughput = report["model"]
     assert [run["rows_out"] for run in throughput["infer_runs"]] == list(MODEL_ROWS)
     assert throughput["sampler"]["samples_per_s"] > 0 and throughput["infer_to_sampler_ratio"] > 0
+    assert throughput["rss_ratio_largest_to_smallest"] <= RSS_RATIO_TARGET  # 2 vs 10 chunks with the model
