@@ -100,7 +100,8 @@ SIM_SETS := train-euclid train-euclid-2 train-euclid-bright train-g141 train-rom
 	heldout-g141 stress-euclid stress-euclid-flat anomalies-euclid
 shipped-data: $(SIM_SETS:%=$(SIM)/%/manifest.json)
 
-# Simulator 2.2.0 data sets (20 % of star formers outside the fitted relations; realistic
+# Simulator 2.2.0 data sets (the simulator's 20 % of star formers outside the fitted relations
+# except in the training mix, below; realistic
 # broad-line AGN and unmasked artefacts, selection on all Hα):
 # S/N-stratified training mixes (plus deep Euclid spectra, --noise-scale 0.2, because a
 # flux-limited Euclid sample has almost no S/N > 20 galaxy), fresh held-out sets with
