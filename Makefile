@@ -96,7 +96,7 @@ $(SHIPPED_ALIGNER_RUN)/run.json: $(SHIPPED_ALIGNER_START)/run.json | shipped-dat
 	KERAS_BACKEND=tensorflow $(NICE) $(SPECSR) train $(@D) --preset default --init-from $(SHIPPED_ALIGNER_START) \
 		--init-stages autoencoders,contrastive --stages contrastive --contrastive-steps 3000 --batch-size 128
 
-SIM_SETS := train-euclid train-euclid-2 train-euclid-bright train-g141 train-roman val val-bright val-flat heldout-euclid heldout-euclid-bright \
+SIM_SETS := train-euclid train-euclid-2 train-euclid-bright train-g141 train-roman val val-bright val-flat val-g141 heldout-euclid heldout-euclid-bright \
 	heldout-g141 stress-euclid stress-euclid-flat anomalies-euclid
 shipped-data: $(SIM_SETS:%=$(SIM)/%/manifest.json)
 
@@ -128,6 +128,10 @@ $(SIM)/val/manifest.json:
 	$(NICE) $(SPECSR) simulate --n 1000 --instrument euclid --snr-weight-power 2 --seed 34 --out $(@D) --overwrite
 $(SIM)/val-bright/manifest.json:
 	$(NICE) $(SPECSR) simulate --n 300 --instrument euclid --noise-scale 0.2 --min-ha-snr 20 --seed 36 --out $(@D) --overwrite
+# The G141 validation set (grism R~130: the data fix the blend flux, not its split): the sampler's
+# data step is chosen on it too, never on heldout-g141.
+$(SIM)/val-g141/manifest.json:
+	$(NICE) $(SPECSR) simulate --n 600 --instrument g141 --snr-weight-power 2 --seed 48 --out $(@D) --overwrite
 # Off the relations like stress-euclid-flat, another seed: the training prior's breadth and the
 # sampler are chosen on it (and on val), not on the stress set.
 $(SIM)/val-flat/manifest.json:

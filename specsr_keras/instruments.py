@@ -374,3 +374,12 @@ def resolve_instrument_name(name: str) -> str:
 def get_instrument(name: str) -> Instrument:
     """The registered `Instrument` for a name or alias (ValueError if unknown)."""
     return INSTRUMENTS[resolve_instrument_name(name)]
+
+
+def instrument_with_id(instrument_id: int) -> Instrument:
+    """The registered `Instrument` whose `instrument_id` (a model input) this is (ValueError if none)."""
+    for instrument in _INSTRUMENTS:
+        if instrument.instrument_id == int(instrument_id):
+            return instrument
+    raise ValueError(f"no instrument has id {instrument_id}; known: "
+                     f"{ {i.name: i.instrument_id for i in _INSTRUMENTS} }")

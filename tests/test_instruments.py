@@ -95,3 +95,12 @@ def test_dispersion_axis_sigma_projects_the_ellipse():
     r_half = np.sqrt(2 * np.log(2))
     assert dispersion_axis_sigma(1.0) == pytest.approx(1.0 / r_half)
     assert dispersion_axis_sigma(1.0, 0.5, np.pi / 2) == pytest.approx(0.5 / r_half)
+
+
+def test_every_instrument_is_found_by_its_model_id_and_an_unknown_id_is_named():
+    from specsr_keras.instruments import INSTRUMENTS, instrument_with_id
+
+    for instrument in INSTRUMENTS.values():
+        assert instrument_with_id(instrument.instrument_id) is instrument
+    with pytest.raises(ValueError, match="no instrument has id 17"):
+        instrument_with_id(17)

@@ -143,7 +143,8 @@ def test_every_tiny_model_has_the_documented_output_shapes():
         model = build(name, "tiny")
         _check_output_shapes(name, model, presets.get_preset("tiny")["embedding_dim"])
         if name == "superres":
-            assert 1e5 <= model.count_params() <= 8e5, model.count_params()  # incl. both embedders, prior basis
+            assert 1e5 <= model.count_learned_params() <= 8e5, model.count_learned_params()  # incl. both embedders
+            assert model.count_params() - model.count_learned_params() == presets.NUM_INSTRUMENTS * 320 * 321
 
 
 @pytest.mark.skipif(BACKEND == "jax", reason="checked under TensorFlow; see comment")
@@ -398,6 +399,40 @@ def test_denoiser_reads_the_window_wavelength_and_older_models_still_build():
     legacy = SuperResolver(UNet1D.from_config(config), sr.spectrum_embedder, sr.image_embedder, embedding_dim=16,
                            instrument_dim=16, context_dim=16)
     assert ops.convert_to_numpy(legacy.conditioning(inputs)[1]).shape == (3, 320, 2)
+
+
+def test_each_instrument_gets_the_prior_covariance_of_its_own_windows_and_older_runs_load():
+    from specsr_keras.instruments import get_instrument
+    from specsr_keras.models.superres import MIN_PRIOR_WINDOWS
+    from specsr_keras.spectral.window import observe
+
+    sr = presets.build_superresolver("micro", seed=0)
+    rng, n = np.random.default_rng(3), MIN_PRIOR_WINDOWS
+    spreads = {0: 3.0, 1: 1.0, 2: 2.0}  # instrument 2 has too few windows for its own
+    counts = {0: n, 1: n, 2: 10}
+    windows = np.concatenate([spreads[i] * rng.standard_normal((counts[i], 320)) for i in spreads])
+    instrument = np.concatenate([np.full(counts[i], i) for i in spreads])
+    assert sr.fit_prior_covariance(windows, np.ones_like(windows), instrument) == {0: n, 1: n}
+    eigenvalues = ops.convert_to_numpy(sr.prior_eigenvalues)
+    np.testing.assert_allclose(eigenvalues[:2].mean(axis=1), [9.0, 1.0], rtol=0.05)
+    pooled = np.var(windows, axis=0, ddof=1).mean()  # every other instrument: the pooled covariance
+    np.testing.assert_allclose(eigenvalues[2:].mean(axis=1), pooled, rtol=1e-4)
+    g141 = get_instrument("hst_g141")  # the data step of a G141 observation reads instrument 0's
+    pixels = g141.wavelength.size
+    observation = observe(g141, np.ones((1, pixels), np.float32), np.ones((1, pixels), np.float32),
+                          np.array([1.2], np.float32))
+    data = sr.linear_data(observation, np.ones(1, np.float32), 2, 1.0)
+    np.testing.assert_array_equal(ops.convert_to_numpy(data.eigenvalues), eigenvalues[g141.instrument_id])
+    # A run saved with one (n, n) covariance for all instruments loads it for each.
+    own = sr._trainable_variables + sr._non_trainable_variables
+    store = {str(i): ops.convert_to_numpy(v) for i, v in enumerate(own)}
+    for variable in (sr.prior_basis, sr.prior_eigenvalues):
+        index = next(i for i, v in enumerate(own) if v is variable)
+        store[str(index)] = store[str(index)][0]
+    older = presets.build_superresolver("micro", seed=1)
+    older.load_own_variables(store)
+    np.testing.assert_array_equal(ops.convert_to_numpy(older.prior_eigenvalues),
+                                  np.broadcast_to(eigenvalues[0], eigenvalues.shape))
 
 
 def test_superresolver_rejects_a_denoiser_without_lowres_channels():

@@ -77,6 +77,31 @@ WAVELENGTH_CHANNEL = ((TARGET_GRID.wavelength - TARGET_GRID.wavelength.mean())
                       / (0.5 * np.ptp(TARGET_GRID.wavelength))).astype("float32")
 # Scalar inputs are centred on these typical values before their projection.
 _LOG_MSTAR_CENTRE, _Z_CENTRE = 10.0, 1.4
+# Training windows an instrument needs for a prior covariance of its own (320 x 320: a few
+# times the dimension); fewer, and it shares the covariance pooled over all instruments.
+MIN_PRIOR_WINDOWS = 1000
+
+
+def _identities(shape, dtype=None):
+    """Initializer: identity matrices stacked along the first axis."""
+    return ops.broadcast_to(ops.eye(shape[-1], dtype=dtype), shape)
+
+
+def _filled_windows(x0, covered):
+    """Windows (N, n) with each uncovered pixel set to its row's nearest covered value."""
+    index = np.arange(x0.shape[1])
+    left = np.maximum.accumulate(np.where(covered, index, -1), axis=1)
+    right = np.flip(np.minimum.accumulate(np.flip(np.where(covered, index, x0.shape[1]), 1), axis=1), 1)
+    nearest = np.where(left >= 0, left, right)
+    nearest = np.where((right < x0.shape[1]) & ((left < 0) | (right - index < index - left)), right, nearest)
+    return np.take_along_axis(x0, nearest, axis=1)
+
+
+def _covariance_eigen(windows):
+    """(eigenvalues (n,), basis (n, n)) of the windows' covariance, eigenvalues floored at
+    1e-6 of the largest."""
+    eigenvalues, basis = np.linalg.eigh(np.cov(windows, rowvar=False))
+    return np.maximum(eigenvalues, 1e-6 * eigenvalues.max()), basis
 
 
 def sample_mean_std(samples):
@@ -150,8 +175,10 @@ class SuperResolver(HiresSpectrumTask):
         self.context_out = keras.layers.Dense(context_dim, name="context_out", dtype="float32")
         self.context_out.build((None, context_dim))
         n = denoiser.sample_shape[0]
-        self.prior_basis = self.add_weight(shape=(n, n), initializer="identity", trainable=False, name="prior_basis")
-        self.prior_eigenvalues = self.add_weight(shape=(n,), initializer="ones", trainable=False,
+        # One prior covariance U diag(λ) Uᵀ per instrument (index: `Instrument.instrument_id`).
+        self.prior_basis = self.add_weight(shape=(num_instruments, n, n), initializer=_identities, trainable=False,
+                                           name="prior_basis")
+        self.prior_eigenvalues = self.add_weight(shape=(num_instruments, n), initializer="ones", trainable=False,
                                                  name="prior_eigenvalues")
         self.seed_generator = keras.random.SeedGenerator(kwargs.get("seed"))
         self.built = True
@@ -303,26 +330,49 @@ class SuperResolver(HiresSpectrumTask):
         return context, ops.stack(channels, axis=-1)
 
     # --- the prior covariance ---------------------------------------------------------
-    def fit_prior_covariance(self, hires, hires_weight):
-        """Set the prior's covariance basis from training windows (N, 320) in normalised units
-        (numpy). Pixels not covered (weight 0: after placement, often a few at the window's
-        ends) take the nearest covered value of their row; rows with no covered pixel are
-        left out. Eigenvalues are floored at 1e-6 of the largest."""
+    def fit_prior_covariance(self, hires, hires_weight, instrument) -> dict[int, int]:
+        """Set each instrument's prior covariance from training windows (N, 320) in normalised
+        units and their instrument ids (N,) (numpy); returns {instrument id: windows used}.
+
+        Windows are divided by their low-res peak (`spectrum_scale`), so their spread depends
+        on the instrument's resolution (at R~130 the peak is a few times lower than at R~450
+        and the normalised lines a few times larger): an instrument with at least
+        `MIN_PRIOR_WINDOWS` training windows gets its own covariance, the others the pooled one.
+        Pixels not covered (weight 0: after placement, often a few at the window's ends) take
+        the nearest covered value of their row; rows with no covered pixel are left out.
+        Eigenvalues are floored at 1e-6 of the largest."""
         covered = np.asarray(hires_weight) > 0
         rows = covered.any(axis=1)
         if rows.sum() < 2:
             raise ValueError("the prior covariance needs at least two hi-res windows")
-        x0, covered = np.asarray(hires, np.float64)[rows] / self.target_scale, covered[rows]
-        index = np.arange(x0.shape[1])
-        left = np.maximum.accumulate(np.where(covered, index, -1), axis=1)
-        right = np.flip(np.minimum.accumulate(np.flip(np.where(covered, index, x0.shape[1]), 1), axis=1), 1)
-        nearest = np.where(left >= 0, left, right)
-        nearest = np.where((right < x0.shape[1]) & ((left < 0) | (right - index < index - left)), right, nearest)
-        filled = np.take_along_axis(x0, nearest, axis=1)
-        eigenvalues, basis = np.linalg.eigh(np.cov(filled, rowvar=False))
-        eigenvalues = np.maximum(eigenvalues, 1e-6 * eigenvalues.max())
-        self.prior_basis.assign(basis.astype(np.float32))
-        self.prior_eigenvalues.assign(eigenvalues.astype(np.float32))
+        filled = _filled_windows(np.asarray(hires, np.float64)[rows] / self.target_scale, covered[rows])
+        instrument = np.asarray(instrument).astype(int)[rows]
+        pooled = _covariance_eigen(filled)
+        basis = np.empty(tuple(self.prior_basis.shape), np.float32)
+        eigenvalues = np.empty(tuple(self.prior_eigenvalues.shape), np.float32)
+        used = {}
+        for index in range(self.num_instruments):
+            own = instrument == index
+            if own.sum() >= MIN_PRIOR_WINDOWS:
+                used[index] = int(own.sum())
+            eigenvalues[index], basis[index] = _covariance_eigen(filled[own]) if index in used else pooled
+        self.prior_basis.assign(basis)
+        self.prior_eigenvalues.assign(eigenvalues)
+        return used
+
+    def count_learned_params(self) -> int:
+        """The number of weights training sets: all but the stored prior covariance."""
+        stored = (self.prior_basis, self.prior_eigenvalues)
+        return self.count_params() - sum(int(np.prod(variable.shape)) for variable in stored)
+
+    def load_own_variables(self, store):
+        """As Keras does, but a run saved with one prior covariance for all instruments ((n, n)
+        basis) gets it for each instrument."""
+        self._check_load_own_variables(store)
+        for i, variable in enumerate(self._trainable_variables + self._non_trainable_variables):
+            value = np.asarray(store[f"{i}"])
+            older = value.ndim == len(variable.shape) - 1  # the one (n, n) basis or (n,) eigenvalues
+            variable.assign(np.broadcast_to(value, variable.shape) if older else value)
 
     def linear_data(self, observation, scale, samples, prior_scale):
         """`LinearData` for the sampler from a `window.Observation` (physical units) and the
@@ -330,8 +380,8 @@ class SuperResolver(HiresSpectrumTask):
         root_ivar = ops.sqrt(ops.cast(observation.ivar, "float32"))
         units = ops.reshape(ops.cast(scale, "float32") * self.target_scale, (-1, 1, 1))
         operator = observation.operator * ops.expand_dims(root_ivar, -1) * units
-        return LinearData(operator, root_ivar * observation.flux, ops.convert_to_tensor(self.prior_basis),
-                          ops.convert_to_tensor(self.prior_eigenvalues), samples, prior_scale)
+        return LinearData(operator, root_ivar * observation.flux, self.prior_basis[observation.instrument_id],
+                          self.prior_eigenvalues[observation.instrument_id], samples, prior_scale)
 
     # --- sampling ---------------------------------------------------------------------
     def sample(self, inputs, num_samples=None, sampler=None, observation=None, seed=None, noise=None):

@@ -100,14 +100,17 @@ def _model_blocks(run_dir: Path, config: dict, saved_model: Path | None) -> list
     for name in MODEL_NAMES:
         path = run_dir / "models" / f"{name}.keras"
         model = keras.saving.load_model(path, compile=False)
-        rows.append([name, f"{model.count_params():,}", f"{path.stat().st_size / 1e6:.1f} MB"])
+        learned = model.count_learned_params() if hasattr(model, "count_learned_params") else model.count_params()
+        rows.append([name, f"{learned:,}", f"{path.stat().st_size / 1e6:.1f} MB"])
     blocks = [("heading", 2, "Model"),
               ("text", f"Preset `{config['model_preset']}`: diffusion autoencoders for spectra "
                        "and images, a contrastive aligner (shared embedding) and the super-resolver, a "
                        "cross-modal 1D diffusion prior over the hi-res window sampled as a posterior "
                        "(with the image alone it is the image-to-spectrum generator). "
                        f"Keras files in `{run_dir.name}/models/` (backend-neutral, no optimizer state)."),
-              ("table", ["model", "parameters", "file"], rows)]
+              ("table", ["model", "parameters", "file"], rows),
+              ("text", "Parameters: learned weights; the super-resolver also stores the prior covariance of "
+                       "its training windows for the sampler's data step (one 320 x 320 per instrument).")]
     if saved_model is not None:
         meta = load_signatures(saved_model)["metadata"]
         blocks.append(("text", f"SavedModel `{meta['name']}/{meta['version']}` for "

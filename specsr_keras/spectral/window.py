@@ -188,13 +188,15 @@ class Observation:
 
     operator (B, M, 320); flux, ivar (B, M): the data at those pixels, ivar 0 where the
     pixel is masked, off the grid or not fully inside the window (not an observation);
-    edges (B, M+1): the pixels' edges in window coordinates [rest Å].
+    edges (B, M+1): the pixels' edges in window coordinates [rest Å]; instrument_id: the
+    observing instrument's `Instrument.instrument_id` (static).
     """
 
     operator: object
     flux: object
     ivar: object
     edges: object
+    instrument_id: int
 
     def count_between(self, lo: float, hi: float):
         """(B,) observing pixels overlapping [lo, hi] rest Å (absolute rest wavelengths)."""
@@ -226,7 +228,7 @@ def observe(instrument: Instrument, flux, ivar, z, source_sigma_arcsec=None) -> 
     operator = forward_operator(pixels, blur_sigma_rest(instrument, z, source_sigma_arcsec))
     observed = ops.logical_and(pixels.inside_window, gather_pixels(ivar, pixels) > 0)
     return Observation(operator, ops.where(observed, gather_pixels(flux, pixels), 0.0),
-                       ops.where(observed, gather_pixels(ivar, pixels), 0.0), pixels.edges)
+                       ops.where(observed, gather_pixels(ivar, pixels), 0.0), pixels.edges, instrument.instrument_id)
 
 
 def shift_window(window, ivar, z_from, z_to):

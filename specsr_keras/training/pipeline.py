@@ -29,7 +29,7 @@ import numpy as np
 from specsr_keras.backend.distribution import describe_devices, distribution_scope
 from specsr_keras.data.shards import load_shards, read_manifest
 from specsr_keras.hardware import describe_host
-from specsr_keras.instruments import get_instrument
+from specsr_keras.instruments import get_instrument, instrument_with_id
 from specsr_keras.models import presets
 from specsr_keras.models.preprocessor import STAGE_KEYS, chunked_model_inputs, dummy_inputs
 from specsr_keras.models.samplers import parse_sampler_settings
@@ -265,10 +265,12 @@ def frozen_embeddings(superres, arrays: dict) -> dict:
 def prepare_superres(superres, arrays: dict, val_arrays: dict, reporter: Reporter) -> tuple[dict, dict]:
     """Fit the super-resolver's prior covariance and trusted amplitude ranges on the training
     set and embed both sets."""
-    superres.fit_prior_covariance(arrays["hires"], arrays["hires_weight"])
+    own = superres.fit_prior_covariance(arrays["hires"], arrays["hires_weight"], arrays["instrument"])
     ranges = superres.fit_amplitude_ranges(arrays)
     trusted = ", ".join(f"{name} {low:.2f}..{high:.2f}" for name, (low, high) in ranges.items())
-    reporter.info(f"superres: prior covariance from {len(arrays['hires'])} windows; trusted log10 amplitudes "
+    covariances = ", ".join(f"{instrument_with_id(index).name} {count}" for index, count in own.items()) or "none"
+    reporter.info(f"superres: prior covariance from {len(arrays['hires'])} windows (own covariance, windows: "
+                  f"{covariances}; the other instruments share the pooled one); trusted log10 amplitudes "
                   f"{trusted}; embedding the inputs")
     return frozen_embeddings(superres, arrays), frozen_embeddings(superres, val_arrays)
 
