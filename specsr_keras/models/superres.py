@@ -34,7 +34,7 @@ in "amplitudes_ignored".
 Sampling (`sample`) is posterior sampling when a `window.Observation` of the low-res
 pixels is given: the sampler's data-consistency step conditions each clean estimate on
 y = A x0 + noise (`samplers`), with the prior covariance of x0 estimated from the training
-set (`fit_prior_covariance`, stored as non-trainable weights). The sampler's `amortised`
+set, one per instrument (`fit_prior_covariance`, stored as non-trainable weights). The sampler's `amortised`
 setting says whether the denoiser also sees the spectrum modality (the amortised map
 low-res -> hi-res of earlier versions; with the data step on as well it counts the data
 twice, see POSTERIOR.md of the design notes). Image only, no observation: the
@@ -355,7 +355,9 @@ class SuperResolver(HiresSpectrumTask):
             own = instrument == index
             if own.sum() >= MIN_PRIOR_WINDOWS:
                 used[index] = int(own.sum())
-            eigenvalues[index], basis[index] = _covariance_eigen(filled[own]) if index in used else pooled
+                eigenvalues[index], basis[index] = _covariance_eigen(filled[own])
+            else:
+                eigenvalues[index], basis[index] = pooled
         self.prior_basis.assign(basis)
         self.prior_eigenvalues.assign(eigenvalues)
         return used
