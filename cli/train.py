@@ -20,7 +20,8 @@ _HELP = {
     "devices": "Devices for data parallelism (0 = all visible accelerators).",
     "init_from": "Run directory whose final weights initialise this run (fine-tuning).",
     "init_stages": "Stages whose weights --init-from provides (e.g. autoencoders,contrastive).",
-    "sampler": "Super-resolver sampler settings saved with the model, e.g. 'amortised=true,steps=10'.",
+    "sampler": "Super-resolver sampler settings saved with the model, e.g. 'amortised=true,steps=10'; "
+               "'steps.g141=30' sets one instrument's steps.",
     "mixed_precision": "Mixed precision (GPU).",
 }
 

@@ -120,6 +120,28 @@ def test_compiled_predictor_equals_the_eager_generate_and_builds_columns(kind):
 
 
 @pytest.mark.keras
+def test_a_predictor_samples_with_its_instrument_s_steps():
+    """A sampler with G141's own step count runs G141 spectra as that many steps would."""
+    from specsr_keras.inference.superres_predictor import SuperResolutionPredictor
+    from specsr_keras.models.presets import build_superresolver
+    from specsr_keras.models.samplers import Sampler
+    from specsr_keras.simulate import simulate_galaxies
+
+    model = build_superresolver("micro", seed=0)
+    galaxies = simulate_galaxies(2, "g141", seed=3)
+    batch = {k: galaxies[k] for k in ("lowres_flux", "lowres_ivar", "lowres_mask", "z_prior")}
+    batch["instrument_id"] = np.full(2, get_instrument("g141").instrument_id)
+
+    def samples(sampler):
+        predictor = SuperResolutionPredictor(model, "g141", "micro", sampler)
+        return predictor.generate(batch, seed=5)[0]["samples"]
+
+    own = samples(Sampler(steps=2, samples=2, eta=1.0, instrument_steps={"g141": 3, "euclid": 4}))
+    np.testing.assert_allclose(own, samples(Sampler(steps=3, samples=2, eta=1.0)), atol=1e-5)
+    assert np.abs(own - samples(Sampler(steps=2, samples=2, eta=1.0))).max() > 1e-3
+
+
+@pytest.mark.keras
 def test_every_subset_of_modalities_generates():
     """Spectrum (amortised or not), image, catalogue mass: every combination runs, finite."""
     import itertools

@@ -7,7 +7,7 @@ import pytest
 from keras import ops
 
 from specsr_keras.models.diffusion import cosine_schedule
-from specsr_keras.models.samplers import LinearData, Sampler
+from specsr_keras.models.samplers import LinearData, Sampler, parse_sampler_settings
 
 pytestmark = pytest.mark.keras
 
@@ -99,7 +99,7 @@ def test_prior_covariance_in_its_eigenbasis_beats_independent_pixels(noise_sigma
 
 
 def test_sampler_config_round_trips_and_rejects_bad_settings():
-    sampler = Sampler("ddim", steps=7, eta=0.5, prior_scale=2.0, posterior_draws=True)
+    sampler = Sampler("ddim", steps=7, eta=0.5, prior_scale=2.0, posterior_draws=True, instrument_steps={"g141": 30})
     assert Sampler.from_config(sampler.get_config()) == sampler
     restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(sampler))
     assert restored == sampler
@@ -108,3 +108,29 @@ def test_sampler_config_round_trips_and_rejects_bad_settings():
         Sampler("dpm++2m", eta=1.0)
     with pytest.raises(ValueError, match="steps"):
         Sampler(steps=0)
+    with pytest.raises(ValueError, match="instrument"):
+        Sampler(instrument_steps={"hubble": 30})
+    with pytest.raises(ValueError, match="instrument_steps"):
+        Sampler(instrument_steps={"g141": 0})
+
+
+def test_an_instrument_gets_its_own_steps_and_the_others_the_sampler_s():
+    sampler = Sampler(steps=10, eta=1.0, posterior_draws=True, instrument_steps={"3d-hst": 30})
+    assert sampler.instrument_steps == {"hst_g141": 30}  # aliases stored by their canonical name
+    g141 = sampler.for_instrument("g141")
+    assert g141.steps == 30 and g141.instrument_steps == {} and g141.eta == 1.0 and g141.posterior_draws
+    assert sampler.for_instrument("euclid").steps == 10
+    assert g141.for_instrument("g141") == g141  # resolved once, stays resolved
+    assert g141.noise_shapes((320, 1), observed=50)["step"][0] == 30
+    assert "30 steps on hst_g141" in sampler.describe()
+
+
+def test_sampler_settings_text_parses_types_and_per_instrument_steps():
+    settings = parse_sampler_settings("amortised=true,eta=1,prior_scale=1.5,steps.g141=30,steps.roman=20")
+    assert settings == {"amortised": True, "eta": 1, "prior_scale": 1.5,
+                        "instrument_steps": {"g141": 30, "roman": 20}}
+    assert Sampler().replace(**settings).for_instrument("roman_grism").steps == 20
+    assert parse_sampler_settings("") is None
+    for bad in ("steps", "colour=red", "steps.hubble=3"):
+        with pytest.raises(ValueError):
+            parse_sampler_settings(bad)

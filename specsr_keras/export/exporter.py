@@ -166,7 +166,7 @@ def _export_here(run_dir: str, run: dict, *, name, version, out, instrument, sam
     target = check_target(out, name, version)
     inst = get_instrument(instrument)
     models = load_models(run_dir)
-    settings = models["superres"].sampler.replace(**sampler)
+    settings = models["superres"].sampler.for_instrument(inst.name).replace(**sampler)
     graph = ServingGraph(models["superres"], models["contrastive"], inst, settings)
     sizes = {"L": inst.bin_edges.size - 1, "K": settings.samples, "D": models["contrastive"].embedding_dim}
     endpoints = resolve_endpoints(sizes)

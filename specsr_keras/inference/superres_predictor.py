@@ -95,12 +95,13 @@ class SuperResolutionPredictor:
     def generate(self, batch: dict, *, samples: int | None = None, seed: int = 0) -> tuple[dict, np.ndarray]:
         """(`SuperResolver.generate` outputs as numpy, flags (B,)) for a batch of rows."""
         samples = samples or self.samples
+        sampler = self.sampler.for_instrument(self.instrument)
         raw, flags = self.raw_inputs(batch)
         key = (samples, tuple(sorted(raw)))
         if key not in self._generate:
             self._generate[key] = compiled(lambda raw, noise: self.model.generate(
-                raw, samples, self.sampler, noise=noise, preprocessor=self.preprocessor))
-        noise = self.model.noise(len(raw["z_prior"]), samples, self.sampler, seed, self.preprocessor)
+                raw, samples, sampler, noise=noise, preprocessor=self.preprocessor))
+        noise = self.model.noise(len(raw["z_prior"]), samples, sampler, seed, self.preprocessor)
         out = self._generate[key](raw, noise)
         return {k: keras.ops.convert_to_numpy(v) for k, v in out.items()}, flags
 

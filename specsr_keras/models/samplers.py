@@ -41,6 +41,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from specsr_keras.instruments import resolve_instrument_name
+
 register = keras.saving.register_keras_serializable(package="specsr")
 
 SAMPLERS = ("ddim", "dpm++2m")
@@ -119,11 +121,14 @@ class Sampler:
     each step instead of taking its mean (needs noise, see `draw_noise`); amortised: a
     conditional model also conditions its denoiser on the observation itself (models that
     have such an input, e.g. `SuperResolver`'s spectrum modality); samples: draws per object
-    (K) when a caller does not say.
+    (K) when a caller does not say; instrument_steps: {instrument name: steps} where an
+    instrument needs other than `steps` (e.g. G141, whose windows in units of its low blended
+    peak are several times wider than Euclid's), applied by `for_instrument` wherever a
+    sampler meets the instrument of its spectra.
     """
 
     def __init__(self, kind="ddim", steps=10, eta=0.0, guidance=1.0, data_consistency=True, prior_scale=1.0,
-                 posterior_draws=False, amortised=False, samples=8):
+                 posterior_draws=False, amortised=False, samples=8, instrument_steps=None):
         if kind not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {kind!r}")
         if kind == "dpm++2m" and (eta or posterior_draws):
@@ -137,11 +142,16 @@ class Sampler:
         self.samples = int(samples)
         if self.samples < 1:
             raise ValueError(f"samples must be >= 1, got {samples}")
+        self.instrument_steps = {resolve_instrument_name(name): int(count)
+                                 for name, count in sorted((instrument_steps or {}).items())}
+        if any(count < 1 for count in self.instrument_steps.values()):
+            raise ValueError(f"instrument_steps must be >= 1, got {instrument_steps}")
 
     def get_config(self) -> dict:
         return {"kind": self.kind, "steps": self.steps, "eta": self.eta, "guidance": self.guidance,
                 "data_consistency": self.data_consistency, "prior_scale": self.prior_scale,
-                "posterior_draws": self.posterior_draws, "amortised": self.amortised, "samples": self.samples}
+                "posterior_draws": self.posterior_draws, "amortised": self.amortised, "samples": self.samples,
+                "instrument_steps": dict(self.instrument_steps)}
 
     @classmethod
     def from_config(cls, config):
@@ -154,10 +164,17 @@ class Sampler:
             raise ValueError(f"unknown sampler setting(s) {unknown}; known: {sorted(self.get_config())}")
         return Sampler(**{**self.get_config(), **{k: v for k, v in changes.items() if v is not None}})
 
+    def for_instrument(self, instrument: str) -> Sampler:
+        """The sampler for spectra of `instrument` (a name or alias): its `instrument_steps`
+        entry as `steps`, if it has one; the result has no per-instrument steps left."""
+        steps = self.instrument_steps.get(resolve_instrument_name(instrument), self.steps)
+        return self.replace(steps=steps, instrument_steps={})
+
     def describe(self) -> str:
         text = f"{self.samples} samples x {self.kind}, {self.steps} steps" + (", amortised" if self.amortised else "")
         text += f", eta {self.eta:g}" if self.eta else ""
         text += f", guidance {self.guidance:g}" if self.guidance != 1.0 else ""
+        text += "".join(f", {count} steps on {name}" for name, count in self.instrument_steps.items())
         if self.data_consistency:
             draws = ", posterior draws" if self.posterior_draws else ""
             text += f", data-consistent (prior scale {self.prior_scale:g}{draws})"
@@ -263,23 +280,30 @@ class Sampler:
 
 def parse_sampler_settings(text: str | None) -> dict | None:
     """'key=value,key=value' -> {key: value} (booleans, ints and floats parsed), checked
-    against the `Sampler` settings; None or "" -> None."""
+    against the `Sampler` settings; 'steps.<instrument>=N' sets that instrument's steps
+    (`instrument_steps`); None or "" -> None."""
     if not text:
         return None
     settings = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
         if not sep:
             raise ValueError(f"sampler settings: {item!r} is not key=value")
-        lowered = value.strip().lower()
-        if lowered in ("true", "false"):
-            settings[key.strip()] = lowered == "true"
-            continue
-        try:
-            number = float(value)
-        except ValueError:
-            settings[key.strip()] = value.strip()
-            continue
-        settings[key.strip()] = int(number) if number.is_integer() and "." not in value else number
+        if key.startswith("steps."):
+            settings.setdefault("instrument_steps", {})[key.removeprefix("steps.")] = _setting_value(value)
+        else:
+            settings[key] = _setting_value(value)
     Sampler().replace(**settings)  # unknown keys or bad values: ValueError now
     return settings
+
+
+def _setting_value(text: str):
+    """A setting's value: a boolean, an int, a float, else the text itself."""
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return int(number) if number.is_integer() and "." not in text else number

@@ -405,8 +405,8 @@ class SuperResolver(HiresSpectrumTask):
 
     def noise(self, rows, num_samples=None, sampler=None, seed=None, preprocessor=None):
         """The noise `generate` reads for `rows` objects (to draw outside a compiled call)."""
-        sampler = sampler or self.sampler
         preprocessor = preprocessor or self.preprocessor
+        sampler = sampler or self.sampler.for_instrument(preprocessor.instrument.name)
         count = rows * (num_samples or sampler.samples)
         return sampler.draw_noise(count, self.denoiser.sample_shape, seed, observed=preprocessor.observed_pixels)
 
@@ -423,8 +423,9 @@ class SuperResolver(HiresSpectrumTask):
         observing pixel count, those overlapping Hα + [NII], and 1 where an amplitude outside
         the trained range was ignored (`amplitude_ranges`).
         """
-        sampler = sampler or self.sampler
-        inputs, observation = (preprocessor or self.preprocessor)(raw)
+        preprocessor = preprocessor or self.preprocessor
+        sampler = sampler or self.sampler.for_instrument(preprocessor.instrument.name)
+        inputs, observation = preprocessor(raw)
         normalised = self.sample(inputs, num_samples, sampler, observation, seed, noise)
         samples = normalised * ops.reshape(inputs["scale"], (-1, 1, 1))
         out = measure_windows(samples, inputs["z_place"])

@@ -59,7 +59,8 @@ def n2_errors(superres, truth: dict, config, reporter: Reporter) -> dict:
     instrument = INSTRUMENT_NAMES[int(truth["instrument_id"][0])]
     keys = ("lowres_flux", "lowres_ivar", "lowres_mask", "z_prior", "instrument_id") + OPTIONAL_RAW
     batch = {k: truth[k][:n] for k in keys if k in truth}
-    sampler = superres.sampler.replace(steps=config.val_ddim_steps, samples=config.val_samples)
+    sampler = superres.sampler.for_instrument(instrument).replace(steps=config.val_ddim_steps,
+                                                                samples=config.val_samples)
     reporter.info(f"validation: super-resolving {n} spectra ({sampler.describe()})")
     sr = SuperResolutionPredictor(superres, instrument, "validation", sampler)
     estimates = {
