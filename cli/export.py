@@ -26,7 +26,9 @@ def export(
     sampler: Annotated[
         str | None, typer.Option(help="ddim, or dpm++2m (second order); default: the model's sampler.")
     ] = None,
-    steps: Annotated[int | None, typer.Option(min=1, help="Sampler steps; default: the model's.")] = None,
+    steps: Annotated[
+        int | None, typer.Option(min=1, help="Sampler steps; default: the model's for --instrument.")
+    ] = None,
     samples: Annotated[
         int | None, typer.Option(min=2, help="Posterior samples K per object; default: the model's.")
     ] = None,

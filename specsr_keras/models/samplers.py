@@ -142,27 +142,30 @@ class Sampler:
         self.samples = int(samples)
         if self.samples < 1:
             raise ValueError(f"samples must be >= 1, got {samples}")
-        self.instrument_steps = {resolve_instrument_name(name): int(count)
-                                 for name, count in sorted((instrument_steps or {}).items())}
-        if any(count < 1 for count in self.instrument_steps.values()):
-            raise ValueError(f"instrument_steps must be >= 1, got {instrument_steps}")
+        self.instrument_steps = _instrument_steps(instrument_steps or {})
 
     def get_config(self) -> dict:
         return {"kind": self.kind, "steps": self.steps, "eta": self.eta, "guidance": self.guidance,
                 "data_consistency": self.data_consistency, "prior_scale": self.prior_scale,
                 "posterior_draws": self.posterior_draws, "amortised": self.amortised, "samples": self.samples,
-                "instrument_steps": dict(self.instrument_steps)}
+                **({"instrument_steps": dict(self.instrument_steps)} if self.instrument_steps else {})}
 
     @classmethod
     def from_config(cls, config):
         return cls(**config)
 
     def replace(self, **changes) -> Sampler:
-        """A copy with some settings changed (None values are ignored)."""
-        unknown = sorted(set(changes) - set(self.get_config()))
+        """A copy with some settings changed (None values are ignored); a new `steps` holds for
+        every instrument unless `instrument_steps` is given with it."""
+        known = sorted({*self.get_config(), "instrument_steps"})
+        unknown = sorted(set(changes) - set(known))
         if unknown:
-            raise ValueError(f"unknown sampler setting(s) {unknown}; known: {sorted(self.get_config())}")
-        return Sampler(**{**self.get_config(), **{k: v for k, v in changes.items() if v is not None}})
+            raise ValueError(f"unknown sampler setting(s) {unknown}; known: {known}")
+        changes = {k: v for k, v in changes.items() if v is not None}
+        config = self.get_config()
+        if "steps" in changes:
+            config.pop("instrument_steps", None)
+        return Sampler(**{**config, **changes})
 
     def for_instrument(self, instrument: str) -> Sampler:
         """The sampler for spectra of `instrument` (a name or alias): its `instrument_steps`
@@ -276,6 +279,21 @@ class Sampler:
             state = (x_t, ops.zeros_like(x_t), ops.ones(()))
             return ops.fori_loop(0, steps + 1, dpm_step, state)[1]
         return ops.fori_loop(0, steps + 1, ddim_step, (x_t, ops.zeros_like(x_t)))[1]
+
+
+def _instrument_steps(given) -> dict[str, int]:
+    """{canonical instrument name: steps} from {name or alias: steps}, checked."""
+    if not isinstance(given, dict):
+        raise ValueError(f"instrument_steps must map instrument names to steps, got {given!r}")
+    steps = {}
+    for name, count in given.items():
+        canonical = resolve_instrument_name(name)
+        if isinstance(count, bool) or not isinstance(count, int | np.integer) or count < 1:
+            raise ValueError(f"steps for {name}: a whole number >= 1, got {count!r}")
+        if canonical in steps:
+            raise ValueError(f"instrument_steps names {canonical} twice")
+        steps[canonical] = int(count)
+    return dict(sorted(steps.items()))
 
 
 def parse_sampler_settings(text: str | None) -> dict | None:

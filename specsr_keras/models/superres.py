@@ -45,7 +45,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from specsr_keras.instruments import TARGET_GRID
+from specsr_keras.instruments import TARGET_GRID, instrument_with_id
 from specsr_keras.models.contrastive import takes_amplitude
 from specsr_keras.models.diffusion import HiresSpectrumTask
 from specsr_keras.models.preprocess import masked_flux
@@ -453,7 +453,8 @@ class SuperResolver(HiresSpectrumTask):
         measurements (`measure_windows`: N2 and z are scale-free, line fluxes are in scale
         units x Å) and "z_place".
         """
-        sampler = (sampler or self.sampler).replace(data_consistency=False, amortised=False)
+        sampler = sampler or self.sampler.for_instrument(instrument_with_id(instrument_id).name)
+        sampler = sampler.replace(data_consistency=False, amortised=False)
         z = ops.cast(z_prior, "float32")
         inputs = {**image_inputs(image), "z_place": z, "instrument": ops.full(ops.shape(z), instrument_id, "int32")}
         if log_mstar is not None:
