@@ -30,7 +30,7 @@ $(VENV)/.installed: pyproject.toml
 DEMO_RUN := KERAS_BACKEND=tensorflow $(NICE)
 DEMO_SIM := --instrument euclid --snr-weight-power 1.5
 QUICK_EXPORT := $(DEMO)/saved_models/specsr-demo/1
-SHIPPED_VERSION := 10
+SHIPPED_VERSION := 11
 SHIPPED_MODEL := saved_models/specsr/$(SHIPPED_VERSION)
 
 demo: venv $(DEMO)/report/report.md
@@ -181,8 +181,8 @@ reports/specsr-euclid-spectrum-only/metrics.json: $(SHIPPED_MODEL)/saved_model.p
 	$(NICE) $(SPECSR) evaluate --model $(SHIPPED_MODEL) --out $(@D) --withhold image,mass --max-examples 800 \
 		--data $(SIM)/heldout-euclid,$(SIM)/heldout-euclid-bright,$(SIM)/stress-euclid,$(SIM)/stress-euclid-flat
 
-# G141 through the Keras run (the SavedModel is exported for Euclid), with the run's sampler at
-# the SavedModel's K.
+# G141 through the Keras run (the SavedModel is exported for Euclid), with the run's sampler for
+# G141 (50 steps, `steps.g141` in the preset's sampler) at the SavedModel's K.
 reports/specsr-g141/metrics.json: $(SHIPPED_RUN)/run.json
 	$(NICE) $(SPECSR) evaluate --model $(SHIPPED_RUN) --data $(SIM)/heldout-g141 --out $(@D) --samples $(SHIPPED_SAMPLES)
 

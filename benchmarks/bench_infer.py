@@ -19,7 +19,7 @@ shows whether memory grows with the catalog when the super-resolver runs (target
 10^5 rows with the model would take hours on this CPU). Writes benchmarks/results/infer.json.
 
     python -m benchmarks.bench_infer [--sizes 10000,100000] [--dask-workers 2] [--data DIR]
-        [--model saved_models/specsr/10]
+        [--model saved_models/specsr/11]
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from cli.common import console, one_line_errors
 @one_line_errors
 def serving_check(
     export_dir: Annotated[
-        Path, typer.Argument(help="An export version, e.g. saved_models/specsr/10.")
+        Path, typer.Argument(help="An export version, e.g. saved_models/specsr/11.")
     ],
     galaxies: Annotated[
         int, typer.Option(min=1, help="Simulated galaxies used as sample inputs.")
@@ -38,7 +38,7 @@ def serving_check(
 
     Shapes and dtypes are checked against signatures.json; super_resolve is compared with
     the Keras super-resolver on the same seed (max |diff| / flux scale <= 1e-4).
-    Example: [bold]specsr serving-check saved_models/specsr/10[/]
+    Example: [bold]specsr serving-check saved_models/specsr/11[/]
     """
     from specsr_keras.export.serving_check import run_serving_check
 

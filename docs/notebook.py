@@ -15,7 +15,7 @@
 # where the jupytext extension is installed (it is not a specsr dependency), or run it as
 # a script, `python docs/notebook.py`, from the repository root (the tests run it top to
 # bottom).
-# It uses the shipped model `saved_models/specsr/10` and simulated Euclid spectra as
+# It uses the shipped model `saved_models/specsr/11` and simulated Euclid spectra as
 # stand-ins for yours; figures go to `$SPECSR_OUT` (default `results/notebook/`).
 
 # %%
@@ -35,7 +35,7 @@ from specsr_keras.simulate import simulate_galaxies
 
 OUT = Path(os.environ.get("SPECSR_OUT", "results/notebook"))
 OUT.mkdir(parents=True, exist_ok=True)
-model = specsr.load("saved_models/specsr/10")  # a SavedModel, a training run, or "baseline"
+model = specsr.load("saved_models/specsr/11")  # a SavedModel, a training run, or "baseline"
 print(model.instrument, "grid")
 
 # %% [markdown]

@@ -1,7 +1,7 @@
 """TF Serving REST client for a specsr export (urllib only: no TensorFlow needed).
 
     from specsr_keras.export import client
-    sig = client.load_signatures("saved_models/specsr/10")          # signatures.json
+    sig = client.load_signatures("saved_models/specsr/11")          # signatures.json
     body = client.spectrum_request("obj.fits", sig, z_prior=1.2, seed=0)
     response = client.predict("http://localhost:8501", "specsr", body)
     result = client.super_resolved(client.parse_response(response, sig))[0]

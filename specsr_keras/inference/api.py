@@ -1,7 +1,7 @@
 """The Python API: load a model once, super-resolve spectra held in memory or run a catalogue.
 
     import specsr_keras as specsr
-    model = specsr.load("saved_models/specsr/10")          # or a training run, or "baseline"
+    model = specsr.load("saved_models/specsr/11")          # or a training run, or "baseline"
     table = model.super_resolve(spectra, z_prior=[1.21, 1.48])
     table["n2_p50"], table["ha_flux_p16"], table["flags"], table["reason"]
     windows = specsr.super_resolved_spectra(table)       # specutils spectra, observed frame

@@ -96,12 +96,13 @@ def _model_blocks(run_dir: Path, config: dict, saved_model: Path | None) -> list
 
     import specsr_keras.models  # noqa: F401  (registers the model classes)
 
-    rows = []
+    rows, sampler = [], None
     for name in MODEL_NAMES:
         path = run_dir / "models" / f"{name}.keras"
         model = keras.saving.load_model(path, compile=False)
         learned = model.count_learned_params() if hasattr(model, "count_learned_params") else model.count_params()
         rows.append([name, f"{learned:,}", f"{path.stat().st_size / 1e6:.1f} MB"])
+        sampler = getattr(model, "sampler", sampler)
     blocks = [("heading", 2, "Model"),
               ("text", f"Preset `{config['model_preset']}`: diffusion autoencoders for spectra "
                        "and images, a contrastive aligner (shared embedding) and the super-resolver, a "
@@ -111,6 +112,8 @@ def _model_blocks(run_dir: Path, config: dict, saved_model: Path | None) -> list
               ("table", ["model", "parameters", "file"], rows),
               ("text", "Parameters: learned weights; the super-resolver also stores the prior covariance of "
                        "its training windows for the sampler's data step (one 320 x 320 per instrument).")]
+    if sampler is not None:
+        blocks.append(("text", f"Sampler of the Keras run: {sampler.describe()}."))
     if saved_model is not None:
         meta = load_signatures(saved_model)["metadata"]
         blocks.append(("text", f"SavedModel `{meta['name']}/{meta['version']}` for "
@@ -175,8 +178,8 @@ def _evaluation_blocks(metrics: list[dict], reports: list[Path], base: Path) -> 
                        "prior or times the Faisst et al. 2018 relation at a catalogue mass, the relation "
                        "alone, a constant (no skill), and the ceiling (a fit of the hi-res truth spectrum "
                        "with its own noise, which needs R=3600 data: not a competitor). A report through the "
-                       "SavedModel uses its sampler, one through the Keras run the run's own (the same "
-                       "settings). Intervals are predictive percentiles from the samples "
+                       "SavedModel uses its sampler, one through the Keras run the run's own for the set's "
+                       "instrument. Intervals are predictive percentiles from the samples "
                        "(specsr_keras/spectral/intervals.py). A set named 'without image and mass' was "
                        "evaluated with those inputs withheld from specsr and the baselines (the "
                        "spectrum-only mode of a survey without images or masses; no Faisst columns). "

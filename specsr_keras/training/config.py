@@ -103,7 +103,9 @@ PRESETS: dict[str, dict] = {
         "val_examples": 512,
         "val_ddim_steps": 10,
         "val_samples": 8,
-        "sampler": "amortised=true,eta=1,posterior_draws=true",
+        # G141's windows, in units of its low blended peak, need more steps than Euclid's
+        # (benchmarks/README.md, "G141: the data step's covariance per instrument").
+        "sampler": "amortised=true,eta=1,posterior_draws=true,steps.g141=50",
     },
     "base": {
         "model_preset": "base",
