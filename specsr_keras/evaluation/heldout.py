@@ -113,7 +113,7 @@ def predictor_for(model: str, instrument: str, sampler: dict | None = None):
     if sampler:
         if not hasattr(predictor, "with_sampler"):
             raise ValueError(f"{model}: sampler settings apply to a Keras run or .keras model only")
-        predictor = predictor.with_sampler(predictor.sampler.for_instrument(instrument).replace(**sampler))
+        predictor = predictor.with_sampler(predictor.sampler.replace(**sampler))
     return predictor
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from specsr_keras.instruments import INSTRUMENT_NAMES, get_instrument
+from specsr_keras.instruments import get_instrument, instrument_with_id
 from specsr_keras.measure.flags import QualityFlag
 from specsr_keras.measure.linefit import (
     CONTINUUM_MARGIN_REST_A,
@@ -290,7 +290,7 @@ def lsf_sigma_rows(batch: dict, instrument: str) -> np.ndarray:
     lsf = np.empty((ids.size, wave.size))
     for instrument_id in np.unique(ids):
         rows = ids == instrument_id
-        observed_with = get_instrument(INSTRUMENT_NAMES[int(instrument_id)])
+        observed_with = instrument_with_id(instrument_id)
         row_size = np.where(np.isfinite(size[rows]), size[rows],
                             observed_with.resolving_power_source_sigma)
         lsf[rows] = observed_with.lsf_sigma(wave[None, :], row_size[:, None])

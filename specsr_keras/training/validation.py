@@ -16,7 +16,7 @@ from specsr_keras.evaluation.crossmodal import pooled_retrieval
 from specsr_keras.evaluation.metrics import SNR_BINS, nmad
 from specsr_keras.inference.predictors import BaselinePredictor
 from specsr_keras.inference.superres_predictor import SuperResolutionPredictor
-from specsr_keras.instruments import INSTRUMENT_NAMES
+from specsr_keras.instruments import instrument_with_id
 from specsr_keras.models.preprocessor import OPTIONAL_RAW
 from specsr_keras.reporting import Reporter
 from specsr_keras.training.batches import stage_arrays
@@ -56,11 +56,10 @@ def n2_errors(superres, truth: dict, config, reporter: Reporter) -> dict:
     if config.val_examples <= 0:
         return {"note": "val_examples = 0: N2 check skipped"}
     n = min(config.val_examples, len(truth["n2"]))
-    instrument = INSTRUMENT_NAMES[int(truth["instrument_id"][0])]
+    instrument = instrument_with_id(truth["instrument_id"][0]).name
     keys = ("lowres_flux", "lowres_ivar", "lowres_mask", "z_prior", "instrument_id") + OPTIONAL_RAW
     batch = {k: truth[k][:n] for k in keys if k in truth}
-    sampler = superres.sampler.for_instrument(instrument).replace(steps=config.val_ddim_steps,
-                                                                samples=config.val_samples)
+    sampler = superres.sampler.replace(steps=config.val_ddim_steps, samples=config.val_samples)
     reporter.info(f"validation: super-resolving {n} spectra ({sampler.describe()})")
     sr = SuperResolutionPredictor(superres, instrument, "validation", sampler)
     estimates = {
