@@ -257,7 +257,12 @@ def test_evaluate_embeds_and_generates_from_the_images_of_the_first_set(run_dir,
     crossmodal = json.loads((out / "metrics.json").read_text())["crossmodal"]
     assert crossmodal["generation"]["n"] == n and crossmodal["probes"]["image"]
     assert crossmodal["generation"]["inputs"] == "its amplitude, z prior"  # the mass withheld here too
-    assert "Spectra generated from images" in (out / "report.md").read_text()
+    # the embeddings' probes come with the simple baselines of each modality, on the same rows
+    assert set(crossmodal["probe_baselines"]) == {"image baseline: aperture photometry",
+                                                  "spectrum baseline: direct low-res fit"}
+    assert "log_sfr" in crossmodal["probes"]["image"]
+    report = (out / "report.md").read_text()
+    assert "Spectra generated from images" in report and "| spectrum baseline: direct low-res fit |" in report
     refused = runner.invoke(app, ["evaluate", "--model", "baseline", "--data", str(data), "--out", str(out),
                                   "--embeddings-from", str(run_dir), "--withhold", "image"])
     assert refused.exit_code == 1 and "withhold" in refused.output

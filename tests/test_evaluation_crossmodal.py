@@ -131,3 +131,52 @@ def test_mismatched_pairs_are_found_in_an_aligned_space_and_not_in_noise():
     aligned = mismatched_pairs(image, image + 0.1 * rng.normal(size=image.shape))
     assert aligned["auroc"] > 0.99 and aligned["n_anomalous"] == 500
     assert abs(mismatched_pairs(image, rng.normal(size=image.shape))["auroc"] - 0.5) < 0.05
+
+
+def test_aperture_photometry_measures_a_source_on_the_sky_in_units_of_its_noise():
+    from specsr_keras.measure.photometry import aperture_asinh_magnitudes, aperture_fluxes
+
+    rng = np.random.default_rng(5)
+    y, x = np.mgrid[:64, :64]
+    profile = np.exp(-0.5 * ((y - 31.5) ** 2 + (x - 31.5) ** 2) / 3.0**2)
+    profile /= profile.sum()  # all of it inside the 16-pixel aperture
+    sigma, sky, n = 0.5, 3.0, 300
+    noise_of_sum = sigma * np.sqrt(np.sum(np.hypot(y - 31.5, x - 31.5) <= 16))
+    flux = np.where(np.arange(n) % 2, 0.0, 500.0)
+    images = flux[:, None, None, None] * profile[None, :, :, None] + sky + sigma * rng.normal(size=(n, 64, 64, 1))
+    images[:, 0, 0, :] = np.nan  # a bad pixel in the background costs nothing
+    measured, noise = aperture_fluxes(images)
+    assert np.allclose(noise, noise_of_sum, rtol=0.1)
+    for value in (0.0, 500.0):  # the sky subtracted; scatter of the sum + the sky estimate's
+        error = (measured[flux == value, 0] - value) / noise_of_sum
+        assert abs(np.mean(error)) < 0.2 and 0.9 < np.std(error) < 1.5
+    mags = aperture_asinh_magnitudes(images)[:, 0]
+    assert np.allclose(np.median(mags[flux > 0]), np.arcsinh(500.0 / (2 * noise_of_sum)), atol=0.05)
+    assert np.all(np.isfinite(mags)) and abs(np.median(mags[flux == 0])) < 0.1
+    with pytest.raises(ValueError, match="cutouts"):
+        aperture_fluxes(images[0])
+
+
+def test_probe_baselines_score_the_direct_fit_on_every_galaxy_next_to_the_embeddings():
+    from specsr_keras.evaluation.crossmodal import (
+        DIRECT_FIT_BASELINE,
+        CrossModalInputs,
+        crossmodal_metrics,
+        probe_baselines,
+    )
+
+    rng = np.random.default_rng(8)
+    n = 500
+    z = rng.uniform(0.9, 1.8, n)
+    fit = {"z_p50": z + rng.normal(0, 0.003, n), "ha_flux_p50": rng.lognormal(0, 0.5, n),
+           "nii_6585_flux_p50": rng.lognormal(-1, 0.5, n), "n2_p50": rng.normal(-0.5, 0.2, n)}
+    fit["z_p50"][:10] = np.nan  # failed fits: the median, not a lost row
+    features = probe_baselines(lowres_fit=fit)[DIRECT_FIT_BASELINE]
+    assert features.shape == (n, 3) and np.all(np.isfinite(features))
+    noise = rng.normal(size=(n, 8))
+    truth = {"z": z, "n2": np.full(n, np.nan)}
+    inputs = CrossModalInputs(spectrum_embeddings=noise, probe_baselines={DIRECT_FIT_BASELINE: features})
+    out = crossmodal_metrics(inputs, truth, None)
+    assert out["probe_baselines"][DIRECT_FIT_BASELINE]["z"]["linear"] > 0.9
+    assert out["probe_baselines"][DIRECT_FIT_BASELINE]["z"]["knn"] > 0.9
+    assert out["probes"]["spectrum"]["z"]["knn"] < 0.1 and set(out["probes"]) == {"spectrum"}

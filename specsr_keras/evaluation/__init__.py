@@ -12,7 +12,10 @@ domain gap to a simulated set (evaluation/domain_gap.py), draws the figures
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+
+import numpy as np
 
 import specsr_keras
 from specsr_keras.data.shards import read_manifest
@@ -22,6 +25,7 @@ from specsr_keras.evaluation.crossmodal import (
     anomaly_by_snr,
     anomaly_inputs,
     crossmodal_metrics,
+    probe_baselines,
 )
 from specsr_keras.evaluation.domain_gap import DOMAIN_GAP_MAX_EXAMPLES, domain_gap
 from specsr_keras.evaluation.domain_gap import STATISTICS as DOMAIN_GAP_STATISTICS
@@ -83,7 +87,7 @@ def evaluate(model: str, data_dirs, out_dir, *, max_examples: int | None = None,
     if crossmodal_run is not None:
         crossmodal = crossmodal_from_run(crossmodal_run, headline.directory, max_examples, seed=seed,
                                          with_mass="mass" not in withhold, reporter=reporter)
-    crossmodal = crossmodal or CrossModalInputs()
+    crossmodal = _with_direct_fit_baseline(crossmodal or CrossModalInputs(), headline)
     # Anomaly labels (AGN, broad lines, contamination) are simulation truth.
     specsr = headline.estimates["specsr"]
     score = (fpr_score(specsr["anomaly_fpr"]) if "anomaly_fpr" in specsr
@@ -186,6 +190,18 @@ def flat_domain_gap(gaps: dict | None) -> dict:
             for name in DOMAIN_GAP_STATISTICS for key in ("ks", "median_shift")}
 
 
+def _with_direct_fit_baseline(crossmodal: CrossModalInputs, headline: HeldOutSet) -> CrossModalInputs:
+    """crossmodal with the direct low-res fit's features among its probe baselines, on the rows
+    of its embeddings (the headline set's first rows), when it has embeddings to probe."""
+    given = [e for e in (crossmodal.image_embeddings, crossmodal.spectrum_embeddings) if e is not None]
+    if not given or "lowres_fit" not in headline.estimates:
+        return crossmodal
+    rows = len(given[0])
+    fit = {name: np.asarray(values)[:rows] for name, values in headline.estimates["lowres_fit"].items()}
+    return replace(crossmodal, probe_baselines={**(crossmodal.probe_baselines or {}),
+                                                **probe_baselines(lowres_fit=fit)})
+
+
 def crossmodal_from_run(run_dir, data_dir, max_examples: int | None = None, *, seed: int = 0,
                         batch_size: int = 256, with_mass: bool = True,
                         reporter: Reporter | None = None) -> CrossModalInputs:
@@ -193,10 +209,9 @@ def crossmodal_from_run(run_dir, data_dir, max_examples: int | None = None, *, s
     and the N2 columns of spectra its super-resolver generates from each image alone (image,
     its amplitude, z prior and, with_mass, the catalogue mass; `ImageSpectrumPredictor`, the run's K).
 
-    The rows are those `evaluate` uses for that set (shard order, first `max_examples`).
+    The rows are those `evaluate` uses for that set (shard order, first `max_examples`); the
+    images' aperture photometry comes along as a probe baseline.
     """
-    import numpy as np
-
     from specsr_keras.data.shards import load_shards, read_manifest
     from specsr_keras.embeddings import embed_images, embed_spectra
     from specsr_keras.inference.generator_predictor import ImageSpectrumPredictor
@@ -226,6 +241,7 @@ def crossmodal_from_run(run_dir, data_dir, max_examples: int | None = None, *, s
         generated={name: np.concatenate([piece[name] for piece in pieces])
                    for name in pieces[0] if name.startswith("n2_")},
         generated_inputs="its amplitude, z prior" + (", catalogue mass" if with_mass else ""),
+        probe_baselines=probe_baselines(images=batch["image"]),
     )
 
 

@@ -16,7 +16,7 @@ from specsr_keras.measure.stats import fpr_score
 
 __all__ = ["CrossModalInputs", "anomaly_auroc", "anomaly_by_class", "anomaly_by_snr", "anomaly_inputs",
            "crossmodal_metrics", "generation_metrics", "knn_r2", "linear_r2", "mismatched_pairs",
-           "pooled_retrieval", "probe_metrics", "retrieval_top_k", "roc_curve"]
+           "pooled_retrieval", "probe_baselines", "probe_metrics", "retrieval_top_k", "roc_curve"]
 
 # False-positive rate at which the anomaly precision is quoted.
 ANOMALY_FPR = 0.01
@@ -33,7 +33,8 @@ class CrossModalInputs:
     (`ImageSpectrumPredictor`: at least "n2_p50", "n2_p16", "n2_p84", "n2_p2_5", "n2_p97_5" (N,) [dex]);
     generated_inputs: what the generator was given besides the image, for the report;
     anomaly_scores: (N,) (higher = more anomalous; default: the model's score column);
-    anomaly_labels: (N,) bool (default: every simulated anomaly class, `anomaly_classes`).
+    anomaly_labels: (N,) bool (default: every simulated anomaly class, `anomaly_classes`);
+    probe_baselines: {name: (N, F) simple features} probed next to the embeddings (`probe_baselines`).
     """
 
     image_embeddings: np.ndarray | None = None
@@ -42,6 +43,7 @@ class CrossModalInputs:
     generated_inputs: str = "its amplitude, z prior, catalogue mass"
     anomaly_scores: np.ndarray | None = None
     anomaly_labels: np.ndarray | None = None
+    probe_baselines: dict | None = None
 
 
 def _unit_rows(x):
@@ -68,15 +70,23 @@ def retrieval_top_k(emb_a, emb_b, ks=(1, 5), batch: int = 1000) -> dict[str, flo
     return {f"top{k}": float(np.mean(ranks < k)) for k in ks}
 
 
-def knn_r2(embeddings, target, k: int = 16, folds: int = 5, seed: int = 0) -> float:
-    """Out-of-fold R² of a k-nearest-neighbour (cosine) mean regression of target.
+def _standard_columns(x):
+    x = np.asarray(x, np.float64)
+    return (x - np.nanmean(x, axis=0)) / np.maximum(np.nanstd(x, axis=0), 1e-12)
 
-    Rows are shuffled (seed) into `folds` folds; each fold is predicted from the others.
-    R² = 1 - Σ(y - ŷ)² / Σ(y - ȳ)² over all rows with a finite target.
+
+def knn_r2(embeddings, target, k: int = 16, folds: int = 5, seed: int = 0, metric: str = "cosine") -> float:
+    """Out-of-fold R² of a k-nearest-neighbour mean regression of target.
+
+    metric: "cosine" (embeddings) or "euclidean" on columns standardised to zero mean and
+    unit variance (a few physical features of different units). Rows are shuffled (seed)
+    into `folds` folds; each fold is predicted from the others. R² = 1 - Σ(y - ŷ)² / Σ(y - ȳ)²
+    over all rows with a finite target.
     """
     from sklearn.neighbors import NearestNeighbors
 
-    x, y = _unit_rows(embeddings), np.asarray(target, np.float64)
+    rows = {"cosine": _unit_rows, "euclidean": _standard_columns}[metric]
+    x, y = rows(embeddings), np.asarray(target, np.float64)
     good = np.isfinite(y) & np.all(np.isfinite(x), axis=1)
     x, y = x[good], y[good]
     if len(y) < folds * 2:
@@ -112,9 +122,10 @@ PROBE_QUANTITIES = ("z", "log_mstar", "log_sfr", "n2", "is_agn")
 RETRIEVAL_POOLS = (256, 1000)
 
 
-def probe_metrics(embeddings: dict[str, np.ndarray], truth: dict) -> dict:
+def probe_metrics(embeddings: dict[str, np.ndarray], truth: dict, metric: str = "cosine") -> dict:
     """{modality: {quantity: {"knn": R², "linear": R²}}} of out-of-fold probes (is_agn: the
-    R² of the 0/1 flag, i.e. a Brier skill score); quantities absent from truth are skipped."""
+    R² of the 0/1 flag, i.e. a Brier skill score); quantities absent from truth are skipped.
+    metric: the kNN's (`knn_r2`; "euclidean" for the baselines' physical features)."""
     out = {}
     for modality, values in embeddings.items():
         out[modality] = {}
@@ -122,7 +133,36 @@ def probe_metrics(embeddings: dict[str, np.ndarray], truth: dict) -> dict:
             if quantity not in truth or not np.isfinite(np.asarray(truth[quantity], float)).any():
                 continue
             target = np.asarray(truth[quantity], np.float64)
-            out[modality][quantity] = {"knn": knn_r2(values, target), "linear": linear_r2(values, target)}
+            out[modality][quantity] = {"knn": knn_r2(values, target, metric=metric),
+                                       "linear": linear_r2(values, target)}
+    return out
+
+
+# Names of the simple baselines the probes of each modality are shown next to.
+PHOTOMETRY_BASELINE = "image baseline: aperture photometry"
+DIRECT_FIT_BASELINE = "spectrum baseline: direct low-res fit"
+
+
+def probe_baselines(images=None, lowres_fit: dict | None = None) -> dict[str, np.ndarray]:
+    """Simple per-galaxy features that the shared space's probes are compared with (N, F):
+    the cutouts' aperture photometry (`measure.photometry`, one asinh magnitude per band) and
+    the direct low-res fit's z, Hα + [NII] 6585 flux (asinh, in units of its median) and N2
+    (lowres_fit: its "z_p50", "ha_flux_p50", "nii_6585_flux_p50", "n2_p50" columns). A fit
+    that failed (NaN) gets the column's median, so every galaxy is scored as the embeddings are."""
+    from specsr_keras.measure.photometry import aperture_asinh_magnitudes
+
+    out = {}
+    if images is not None:
+        out[PHOTOMETRY_BASELINE] = aperture_asinh_magnitudes(images)
+    if lowres_fit is not None:
+        blend = np.asarray(lowres_fit["ha_flux_p50"], np.float64) + np.asarray(lowres_fit["nii_6585_flux_p50"],
+                                                                               np.float64)
+        scale = np.nanmedian(np.abs(blend)) if np.isfinite(blend).any() else 1.0
+        features = np.c_[np.asarray(lowres_fit["z_p50"], np.float64), np.arcsinh(blend / max(scale, 1e-30)),
+                         np.asarray(lowres_fit["n2_p50"], np.float64)]
+        with np.errstate(all="ignore"):
+            median = np.nan_to_num(np.nanmedian(np.where(np.isfinite(features), features, np.nan), axis=0))
+        out[DIRECT_FIT_BASELINE] = np.where(np.isfinite(features), features, median)
     return out
 
 
@@ -304,8 +344,8 @@ def crossmodal_metrics(inputs: CrossModalInputs, truth: dict, model_scores,
     N2 estimates that the generated spectra are compared with (`generation_metrics`).
     """
     image, spectrum = inputs.image_embeddings, inputs.spectrum_embeddings
-    out = {"retrieval": None, "knn_r2": None, "probes": None, "generation": None, "anomaly": None,
-           "mismatched_pairs": None}
+    out = {"retrieval": None, "knn_r2": None, "probes": None, "probe_baselines": None, "generation": None,
+           "anomaly": None, "mismatched_pairs": None}
     if image is not None and spectrum is not None:
         out["mismatched_pairs"] = mismatched_pairs(image, spectrum)
         out["retrieval"] = {f"{direction} (pools of {pool})": pooled_retrieval(a, b, pool)
@@ -316,6 +356,8 @@ def crossmodal_metrics(inputs: CrossModalInputs, truth: dict, model_scores,
     if given:
         out["probes"] = probe_metrics(given, truth)
         out["knn_r2"] = {name: per.get("z", {}).get("knn", float("nan")) for name, per in out["probes"].items()}
+        if inputs.probe_baselines:
+            out["probe_baselines"] = probe_metrics(inputs.probe_baselines, truth, metric="euclidean")
     if inputs.generated is not None:
         out["generation"] = {**generation_metrics(inputs.generated, truth["n2"], generation_references),
                              "inputs": inputs.generated_inputs}

@@ -50,8 +50,8 @@ from specsr_keras.spectral.band import resample_flux
 
 __all__ = ["HeldOutSet", "TRUTH_FIELDS", "run_held_out_set", "predictor_for"]
 
-TRUTH_FIELDS = ("object_id", "z", "z_prior", "log_mstar", "log_mstar_catalog", "dispersion_sigma_arcsec", "n2",
-                "ha_flux", "nii_6585_flux", "ha_snr", "is_agn", "has_broad", "broad_ha_flux", "is_contaminated",
+TRUTH_FIELDS = ("object_id", "z", "z_prior", "log_mstar", "log_mstar_catalog", "log_sfr", "dispersion_sigma_arcsec",
+                "n2", "ha_flux", "nii_6585_flux", "ha_snr", "is_agn", "has_broad", "broad_ha_flux", "is_contaminated",
                 "has_artefact")
 # Catalogue inputs an evaluation can withhold from specsr and the baselines.
 WITHHOLDABLE = ("image", "mass")

@@ -351,13 +351,18 @@ def crossmodal_blocks(extra: dict, roc_figure=None, pca_figure=None) -> list[tup
     blocks.append(("heading", 3, "What the shared space knows: out-of-fold probe R² (kNN / linear)"))
     probes = extra.get("probes")
     if probes:
-        quantities = sorted({q for per in probes.values() for q in per}, key=PROBE_QUANTITIES.index)
+        rows_of = {**probes, **(extra.get("probe_baselines") or {})}
+        quantities = sorted({q for per in rows_of.values() for q in per}, key=PROBE_QUANTITIES.index)
         blocks.append(("table", ["embedding", *quantities],
                        [[modality, *[f"{format_number(per[q]['knn'])} / {format_number(per[q]['linear'])}"
                                      if q in per else "—" for q in quantities]]
-                        for modality, per in probes.items()]))
-        blocks.append(("text", "z, log M* [dex], log SFR [dex], N2 [dex]; is_agn: R² of the 0/1 flag. "
-                       "AstroCLIP (real DESI data) reaches kNN z R² 0.79 from images, 0.99 from spectra."))
+                        for modality, per in rows_of.items()]))
+        baselines = (" Baselines (what the embedding adds to): the cutouts' aperture photometry (one asinh "
+                     "magnitude per band) and the direct low-res fit's z, Hα + [NII] flux and N2, probed the "
+                     "same way (kNN on standardised features)." if extra.get("probe_baselines") else "")
+        blocks.append(("text", "z, log M* [dex], log SFR [dex], N2 [dex]; is_agn: R² of the 0/1 flag."
+                       + baselines + " AstroCLIP (real DESI data) reaches kNN z R² 0.79 from images, 0.99 "
+                       "from spectra."))
         if pca_figure:
             blocks.append(("figure", pca_figure, "The shared space on its first two principal components "
                            "(rows: image and spectrum embeddings of the headline set), coloured by the true "
