@@ -9,8 +9,9 @@ results.fits: object_id (str), row (input row; file index in directory mode),
 ha_flux_p2_5/p16/p50/p84/p97_5 and nii_6585_flux_* [1e-17 erg s^-1 cm^-2], n2_* =
 log10([NII]6585/Hα) [dex], z_*, the predictor's score columns (`reconstruction_chi2` of a
 model or `fit_chi2_dof` of the direct fit; `broad_line_dchi2`, `broad_line_fwhm_kms` [km/s],
-`broad_line_p` of the broad-Hα test, `narrow_model_p` of the narrow-line model's χ² and
-their combined false-positive rate `anomaly_fpr`, `measure.broadline`; `sample_spread` for spectra
+`broad_line_p` of the broad-Hα test, `narrow_model_p` of the narrow-line model's χ²,
+their combined false-positive rate `anomaly_fpr` and the spectrum's `noise_scale` (pixel
+scatter / the ivar's sigma), `measure.broadline`; `sample_spread` for spectra
 generated from images), flags (QualityFlag bits,
 docs/scale-out.md) and, with --save-spectra, sr_mean and sr_std (320,)
 [1e-17 erg s^-1 cm^-2 Å^-1] on the rest-frame TARGET_GRID placed at sr_z_place (observed
