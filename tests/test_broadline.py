@@ -70,10 +70,10 @@ def test_a_feature_no_narrow_line_explains_fails_the_narrow_model():
 def test_a_resolved_broad_halpha_is_found_with_its_width():
     edges, flux, ivar, lsf, z = _spectra(100, broad_fwhm_kms=3000.0, broad_ratio=1.5, seed=2)
     test = broad_line_test(edges, flux, ivar, lsf, z)
-    # 0.79 measured (broad flux S/N ~ 10; 0.80 without the noise check of a row's pixel scatter)
+    # 0.78 measured (broad flux S/N ~ 10; 0.80 without the noise check of each row's pixel scatter)
     assert np.mean(test["broad_line_p"] < 0.01) > 0.7
     assert np.median(test["broad_line_fwhm_kms"]) in (2500.0, 4000.0)
-    assert np.mean(test["anomaly_fpr"] < 0.01) > 0.65  # 0.76: the two parts cost a factor 2
+    assert np.mean(test["anomaly_fpr"] < 0.01) > 0.6  # 0.69: the two parts cost a factor 2
     np.testing.assert_allclose(np.median(test["broad_line_flux"]), 60.0, rtol=0.25)
 
 
@@ -90,14 +90,14 @@ def test_an_ivar_that_understates_the_noise_is_measured_and_does_not_flag_normal
     """A pipeline whose errors are 20 % too small (ivar 1.56x too large): under the stated ivar a
     typical normal galaxy's narrow-model χ² is 1.56x its dof (p ~ 1e-7 for ~100 pixels), so
     without the measured noise scale most normal galaxies would be flagged at a stated 1 %."""
-    from specsr_keras.measure.broadline import noise_inflation, noise_scale
+    from specsr_keras.measure.broadline import noise_scale
 
     edges, flux, ivar, lsf, z = _spectra(300, seed=7)
     assert abs(np.median(noise_scale(flux, ivar)) - 1.0) < 0.03  # lines and continuum do not count
-    scale, inflation = noise_inflation(flux, ivar)
-    assert np.mean(inflation > 1) < 0.05 and np.all(inflation[inflation > 1] == scale[inflation > 1])
+    assert np.std(noise_scale(flux, ivar)) < 0.1  # 1.4 / sqrt(pixels)
     np.testing.assert_allclose(np.median(noise_scale(flux, ivar / 1.25**2)), 0.8, rtol=0.03)
-    assert np.all(noise_inflation(flux, ivar / 1.25**2)[1] == 1.0)  # errors overstated: ivar used as it is
+    overstated = broad_line_test(edges, flux, ivar / 1.25**2, lsf, z)  # errors too large: ivar used as it is
+    assert np.mean(overstated["anomaly_fpr"] < 0.01) == 0.0
     understated = ivar * 1.25**2  # errors 20 % too small
     np.testing.assert_allclose(np.median(noise_scale(flux, understated)), 1.25, rtol=0.03)
     test = broad_line_test(edges, flux, understated, lsf, z)

@@ -13,15 +13,15 @@ P(χ²₁ > Δχ²)) bounds the false-positive rate of calling a normal galaxy b
 Δχ² (Bonferroni over the widths; measured on held-out normal galaxies in `specsr evaluate`).
 A broad Hα of FWHM 1,500–6,000 km/s is resolved at R ~ 450 (Euclid), marginally at R ~ 130.
 
-Both tests take the noise from the spectrum's ivar, inflated where the pixels scatter
-significantly more than it says: `noise_scale` = the robust pixel-to-pixel scatter of the
-whitened flux (second differences at lag 2, Stoehr et al. 2008, insensitive to a smooth
-continuum and to a few lines, peaks or bad pixels; 1 ± 1.4/√n over n pixels when ivar is
-right, 1.25 when ivar is 1.56x too large); where it exceeds 1 by more than twice its own
-scatter the tests use ivar / noise_scale². A pipeline that under-estimates its errors by 20 %
-would otherwise have the narrow-model test flag three quarters of normal galaxies at a
-stated 1 % (measured on the simulated anomaly set, benchmarks/README.md); an ivar too small
-only makes the tests conservative.
+Both tests take the noise from the spectrum's ivar, inflated where the pixels scatter more
+than it says: `noise_scale` = the robust pixel-to-pixel scatter of the whitened flux (second
+differences at lag 2, Stoehr et al. 2008, insensitive to a smooth continuum and to a few
+lines, peaks or bad pixels; 1 ± 1.4/√n over n pixels when ivar is right, 1.25 when ivar is
+1.56x too large), and the tests use ivar / max(1, noise_scale)²: never less noise than the
+ivar states. A pipeline that under-estimates its errors by 20 % would otherwise have the
+narrow-model test flag three quarters of normal galaxies at a stated 1 % (measured on a
+simulated anomaly set, benchmarks/README.md); an ivar too small only makes the tests
+conservative.
 
 `narrow_model_p` = P(χ²_dof > χ²(A)) with dof = the window's pixels − A's parameters (line
 fluxes, continuum, v, σ_n): what a narrow-line galaxy cannot explain (a contaminating
@@ -54,8 +54,7 @@ from specsr_keras.measure.redshift import lsf_sigma_rows
 from specsr_keras.measure.stats import bonferroni
 from specsr_keras.physics import FWHM_PER_SIGMA
 
-__all__ = ["ANOMALY_COLUMNS", "BROAD_FWHM_GRID_KMS", "anomaly_columns", "broad_line_test", "noise_inflation",
-           "noise_scale"]
+__all__ = ["ANOMALY_COLUMNS", "BROAD_FWHM_GRID_KMS", "anomaly_columns", "broad_line_test", "noise_scale"]
 
 # Result columns of every spectrum predictor (`anomaly_columns`).
 ANOMALY_COLUMNS = ("broad_line_dchi2", "broad_line_fwhm_kms", "broad_line_p", "narrow_model_p", "anomaly_fpr",
@@ -72,42 +71,27 @@ _MARGIN_SIGMAS = 3.0
 MIN_SCALE_TRIPLETS = 20
 # sigma of x from median |2 x_i - x_(i-2) - x_(i+2)| of independent Gaussian x: 1.4826 / sqrt(6).
 _SECOND_DIFFERENCE_TO_SIGMA = 1.482602 / np.sqrt(6.0)
-# Scatter of noise_scale over n triplets of pure Gaussian noise: this / sqrt(n) (measured, n 100-2000).
-NOISE_SCALE_SCATTER = 1.4
 
 
 def noise_scale(flux, ivar) -> np.ndarray:
     """Pixel-to-pixel scatter of each spectrum in units of its ivar's sigma (B,): the median
     |2 w_i − w_(i−2) − w_(i+2)| of the whitened flux w = flux √ivar over triplets of usable
     pixels (ivar > 0, finite), × 1.4826 / √6 (DER_SNR, Stoehr et al. 2008). A smooth continuum
-    cancels and a few lines, peaks or bad pixels do not move a median; 1 ± NOISE_SCALE_SCATTER
-    / √(triplets) when ivar describes the noise. NaN for a row with < MIN_SCALE_TRIPLETS
-    triplets. flux, ivar: (B, L) in any consistent units."""
-    return _scale_and_triplets(flux, ivar)[0]
-
-
-def noise_inflation(flux, ivar) -> tuple[np.ndarray, np.ndarray]:
-    """(noise_scale (B,), the factor (B,) the tests multiply the ivar's sigma by): noise_scale
-    where it exceeds 1 by more than 2 NOISE_SCALE_SCATTER / √(triplets), else 1."""
-    scale, triplets = _scale_and_triplets(flux, ivar)
-    significant = np.nan_to_num(scale, nan=0.0) > 1.0 + 2.0 * NOISE_SCALE_SCATTER / np.sqrt(np.maximum(triplets, 1))
-    return scale, np.where(significant, scale, 1.0)
-
-
-def _scale_and_triplets(flux, ivar) -> tuple[np.ndarray, np.ndarray]:
+    cancels and a few lines, peaks or bad pixels do not move a median; 1 ± 1.4 / √(triplets)
+    (measured on Gaussian noise) when ivar describes the noise. NaN for a row with
+    < MIN_SCALE_TRIPLETS triplets. flux, ivar: (B, L) in any consistent units."""
     flux, ivar = np.atleast_2d(np.asarray(flux, np.float64)), np.atleast_2d(np.asarray(ivar, np.float64))
     usable = (ivar > 0) & np.isfinite(ivar) & np.isfinite(flux)
     whitened = np.where(usable, flux * np.sqrt(np.where(usable, ivar, 0.0)), 0.0)
     triplet = usable[:, 2:-2] & usable[:, :-4] & usable[:, 4:]
     second = np.abs(2.0 * whitened[:, 2:-2] - whitened[:, :-4] - whitened[:, 4:])
-    triplets = triplet.sum(axis=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # rows without triplets: NaN
         scale = _SECOND_DIFFERENCE_TO_SIGMA * np.nanmedian(np.where(triplet, second, np.nan), axis=1)
-    return np.where(triplets >= MIN_SCALE_TRIPLETS, scale, np.nan), triplets
+    return np.where(triplet.sum(axis=1) >= MIN_SCALE_TRIPLETS, scale, np.nan)
 
 
-def broad_line_test(wave, flux, ivar, lsf_sigma, z) -> dict[str, np.ndarray]:
+def broad_line_test(wave, flux, ivar, lsf_sigma, z, check_noise: bool = True) -> dict[str, np.ndarray]:
     """Δχ² for a broad Hα component, per spectrum.
 
     wave: bin edges (L+1,)/(B, L+1) or centres [Å]; flux, ivar (B, L) [1e-17 erg/s/cm²/Å];
@@ -115,12 +99,14 @@ def broad_line_test(wave, flux, ivar, lsf_sigma, z) -> dict[str, np.ndarray]:
     arrays: `broad_line_dchi2`, `broad_line_fwhm_kms` (the best width; NaN when Δχ² = 0),
     `broad_line_flux` [1e-17 erg/s/cm²], `broad_line_p`, `narrow_model_p`, `anomaly_fpr`
     (see the module doc; the p-values are 1 where no test was possible: z not finite,
-    lines off the grid or too few pixels), `noise_scale` (`noise_inflation` says when the tests
-    use it; NaN where it could not be measured and the ivar is taken as it is).
+    lines off the grid or too few pixels), `noise_scale` (the tests' noise is the ivar's x
+    max(1, noise_scale); NaN where it could not be measured and the ivar is taken as it is).
+    check_noise False: the ivar as it is whatever the scatter (to measure what the check does).
     """
     z = np.asarray(z, np.float64)
-    scale, inflation = noise_inflation(flux, ivar)
-    ivar = np.asarray(ivar, np.float64) / inflation[:, None] ** 2
+    scale = noise_scale(flux, ivar)
+    if check_noise:
+        ivar = np.asarray(ivar, np.float64) / np.maximum(np.nan_to_num(scale, nan=1.0), 1.0)[:, None] ** 2
     testable = np.isfinite(z)
     broadest = max(BROAD_FWHM_GRID_KMS) / FWHM_PER_SIGMA
     window = prepare_window(wave, flux, ivar, lsf_sigma, np.where(testable, z, 1.0), NARROW_LINES,
