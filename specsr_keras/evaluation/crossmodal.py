@@ -12,6 +12,7 @@ import numpy as np
 from scipy.stats import rankdata
 
 from specsr_keras.evaluation.metrics import SNR_BINS, bin_masks, nmad
+from specsr_keras.measure.photometry import aperture_asinh_magnitudes
 from specsr_keras.measure.stats import fpr_score
 
 __all__ = ["CrossModalInputs", "anomaly_auroc", "anomaly_by_class", "anomaly_by_snr", "anomaly_inputs",
@@ -149,8 +150,6 @@ def probe_baselines(images=None, lowres_fit: dict | None = None) -> dict[str, np
     the direct low-res fit's z, Hα + [NII] 6585 flux (asinh, in units of its median) and N2
     (lowres_fit: its "z_p50", "ha_flux_p50", "nii_6585_flux_p50", "n2_p50" columns). A fit
     that failed (NaN) gets the column's median, so every galaxy is scored as the embeddings are."""
-    from specsr_keras.measure.photometry import aperture_asinh_magnitudes
-
     out = {}
     if images is not None:
         out[PHOTOMETRY_BASELINE] = aperture_asinh_magnitudes(images)
