@@ -137,3 +137,19 @@ def test_infer_reads_each_instruments_rows_on_their_own_grid(tmp_path):
     z_true = np.concatenate([part["z"] for part in parts])
     # G141 z scatter at S/N > 10 is NMAD ~1e-3 (1+z) (the shipped G141 report); 4 draws a galaxy
     assert np.all(np.abs(results["z_p50"] - z_true) / (1 + z_true) < 5e-3)
+
+
+def test_shipping_a_report_again_leaves_no_figure_of_the_earlier_one(tmp_path):
+    from specsr_keras.ship.shipping import copy_report
+
+    report = tmp_path / "report"
+    (report / "figures").mkdir(parents=True)
+    for name in REPORT_FILES:
+        (report / name).write_text("first")
+    (report / "figures" / "old.png").write_bytes(b"old")
+    dest = copy_report(report, tmp_path / "shipped")
+    assert (dest / "figures" / "old.png").is_file()
+    (report / "figures" / "old.png").unlink()
+    (report / "figures" / "new.png").write_bytes(b"new")
+    copy_report(report, dest)
+    assert sorted(p.name for p in (dest / "figures").iterdir()) == ["new.png"]

@@ -29,7 +29,8 @@ def copy_inference_run(run_dir: Path, dest: Path) -> Path:
     missing = [n for n in MODEL_NAMES if not (run_dir / "models" / f"{n}.keras").is_file()]
     if missing:
         raise FileNotFoundError(f"{run_dir}: no final models {missing}; has the run finished?")
-    (dest / "models").mkdir(parents=True, exist_ok=True)
+    _empty_dir(dest / "models")  # a model an earlier ship left there is not this run's
+    _empty_dir(dest / "data_manifests")
     for name in RUN_FILES:
         shutil.copy2(run_dir / name, dest / name)
     config = tomllib.loads((run_dir / "config.toml").read_text())
@@ -60,9 +61,18 @@ def copy_report(report_dir: Path, dest: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     for name in REPORT_FILES:
         shutil.copy2(report_dir / name, dest / name)
+    if (dest / "figures").is_dir():
+        shutil.rmtree(dest / "figures")  # an earlier report's figures are not this report's
     if (report_dir / "figures").is_dir():
-        shutil.copytree(report_dir / "figures", dest / "figures", dirs_exist_ok=True)
+        shutil.copytree(report_dir / "figures", dest / "figures")
     return dest
+
+
+def _empty_dir(path: Path) -> None:
+    """Make `path` an empty directory (removing what it held)."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
 
 
 def ship_model(run_dir: Path, name: str, version: int, reports: list[Path],
