@@ -115,3 +115,13 @@ def test_too_few_pixels_give_no_noise_scale_and_the_ivar_as_it_is():
     ivar[0, 10:] = 0.0  # 10 usable pixels: 6 triplets
     scale = noise_scale(flux, ivar)
     assert np.isnan(scale[0]) and scale[1] == 0.0  # a noiseless constant row: no scatter
+
+
+def test_noise_understated_raises_no_false_alarm_and_finds_a_third_underestimate():
+    from specsr_keras.measure.broadline import noise_understated
+
+    edges, flux, ivar, lsf, z = _spectra(400, seed=11)
+    assert not noise_understated(flux, ivar).any()
+    assert np.mean(noise_understated(flux, ivar * 1.25**2)) > 0.4  # at the flag's limit (1.25 over 500 pixels)
+    assert np.mean(noise_understated(flux, ivar * 1.5**2)) > 0.99
+    assert not noise_understated(flux, ivar / 1.25**2).any()

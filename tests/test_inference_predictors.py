@@ -59,6 +59,17 @@ def test_baseline_flags_redshifts_found_without_a_prior(predictions):
     assert np.all(np.isfinite(predictions["fit_chi2_dof"]))
 
 
+def test_rows_whose_ivar_understates_the_noise_are_flagged():
+    """The same spectra with their errors stated a third too small in the last three rows:
+    those are flagged NOISE_UNDERSTATED (their intervals trust the ivar), the others are not."""
+    batch = _batch(Z_TRUE + 0.004)
+    batch["lowres_ivar"][3:] *= 1.5**2
+    out = BaselinePredictor().predict(batch, samples=1, seed=0)
+    understated = (out["flags"] & QualityFlag.NOISE_UNDERSTATED) > 0
+    assert understated.tolist() == [False] * 3 + [True] * 3
+    np.testing.assert_allclose(out["noise_scale"], [1.0] * 3 + [1.5] * 3, rtol=0.2)
+
+
 def test_saved_spectrum_integrates_to_the_fitted_line_fluxes(predictions):
     """Line flux = sum(flux - continuum) (1+z) x 1 Å on TARGET_GRID (docs/contracts.md)."""
     assert predictions["sr_mean"].shape == (len(Z_TRUE), TARGET_GRID.n_pixels)

@@ -89,7 +89,7 @@ class SavedModelPredictor:
         z_guess, flags = redshift_guess(batch, self.instrument)
         graph = self.call_graph(batch, z_guess, seed)
         out = sample_columns(graph, flags)
-        out |= anomaly_columns(batch, out["z_p50"], self.instrument)
+        out |= anomaly_columns(batch, out["z_p50"], self.instrument, out["flags"])
         if save_spectra:
             out["sr_mean"], out["sr_std"] = graph["sr_mean"], graph["sr_std"]
             out["sr_z_place"] = np.asarray(graph["z_place"], np.float64)

@@ -118,7 +118,8 @@ class BaselinePredictor:
 
     def predict(self, batch, *, samples=None, seed=0, save_spectra=False):
         fit, flags = self.fit(batch)
-        out = fit_columns(fit, flags) | anomaly_columns(batch, fit["z"], self.instrument)
+        out = fit_columns(fit, flags)
+        out |= anomaly_columns(batch, fit["z"], self.instrument, out["flags"])
         if save_spectra:
             out["sr_mean"], out["sr_std"] = target_grid_model(fit)
             out["sr_z_place"] = np.asarray(fit["z"], np.float64)

@@ -108,7 +108,7 @@ class SuperResolutionPredictor:
     def predict(self, batch, *, samples=None, seed=0, save_spectra=False):
         generated, flags = self.generate(batch, samples=samples, seed=seed)
         out = sample_columns(generated, flags)
-        out |= anomaly_columns(batch, out["z_p50"], self.instrument)
+        out |= anomaly_columns(batch, out["z_p50"], self.instrument, out["flags"])
         if save_spectra:
             out["sr_mean"] = generated["samples"].mean(axis=1).astype(np.float32)
             out["sr_std"] = generated["samples"].std(axis=1).astype(np.float32)

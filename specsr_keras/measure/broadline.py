@@ -15,10 +15,12 @@ A broad Hα of FWHM 1,500–6,000 km/s is resolved at R ~ 450 (Euclid), marginal
 
 Both tests take the noise from the spectrum's ivar, inflated where the pixels scatter more
 than it says: `noise_scale` = the robust pixel-to-pixel scatter of the whitened flux (second
-differences at lag 2, Stoehr et al. 2008, insensitive to a smooth continuum and to a few
-lines, peaks or bad pixels; 1 ± 1.4/√n over n pixels when ivar is right, 1.25 when ivar is
-1.56x too large), and the tests use ivar / max(1, noise_scale)²: never less noise than the
-ivar states. A pipeline that under-estimates its errors by 20 % would otherwise have the
+differences at lag 2, Stoehr et al. 2008; insensitive to a smooth continuum and to a few
+lines, peaks or bad pixels; 1 ± 1.4/√n over n pixels when ivar is
+right, 1.25 when ivar is 1.56x too large), and the tests use ivar / max(1, noise_scale)²:
+never less noise than the ivar states. A row whose scale is UNDERSTATED_SIGMAS of its own
+scatter above 1 is flagged NOISE_UNDERSTATED (`anomaly_columns`): a posterior or fit that
+trusts its ivar is too confident there. A pipeline that under-estimates its errors by 20 % would otherwise have the
 narrow-model test flag three quarters of normal galaxies at a stated 1 % (measured on a
 simulated anomaly set, benchmarks/README.md); an ivar too small only makes the tests
 conservative.
@@ -39,6 +41,7 @@ import numpy as np
 from scipy.stats import chi2 as chi2_distribution
 
 from specsr_keras.instruments import get_instrument
+from specsr_keras.measure.flags import QualityFlag
 from specsr_keras.measure.linefit import (
     CONTINUUM_MARGIN_SIGMAS,
     HALPHA,
@@ -54,7 +57,8 @@ from specsr_keras.measure.redshift import lsf_sigma_rows
 from specsr_keras.measure.stats import bonferroni
 from specsr_keras.physics import FWHM_PER_SIGMA
 
-__all__ = ["ANOMALY_COLUMNS", "BROAD_FWHM_GRID_KMS", "anomaly_columns", "broad_line_test", "noise_scale"]
+__all__ = ["ANOMALY_COLUMNS", "BROAD_FWHM_GRID_KMS", "anomaly_columns", "broad_line_test", "noise_scale",
+           "noise_understated"]
 
 # Result columns of every spectrum predictor (`anomaly_columns`).
 ANOMALY_COLUMNS = ("broad_line_dchi2", "broad_line_fwhm_kms", "broad_line_p", "narrow_model_p", "anomaly_fpr",
@@ -71,8 +75,10 @@ _MARGIN_SIGMAS = 3.0
 MIN_SCALE_TRIPLETS = 20
 # sigma of x from median |2 x_i - x_(i-2) - x_(i+2)| of independent Gaussian x: 1.4826 / sqrt(6).
 _SECOND_DIFFERENCE_TO_SIGMA = 1.482602 / np.sqrt(6.0)
-
-
+# Scatter of noise_scale over n triplets of Gaussian noise: this / sqrt(n) (measured, n = 100-2000).
+NOISE_SCALE_SCATTER = 1.4
+# noise_scale this many of its own scatters above 1: the row is flagged NOISE_UNDERSTATED.
+UNDERSTATED_SIGMAS = 4.0
 def noise_scale(flux, ivar) -> np.ndarray:
     """Pixel-to-pixel scatter of each spectrum in units of its ivar's sigma (B,): the median
     |2 w_i − w_(i−2) − w_(i+2)| of the whitened flux w = flux √ivar over triplets of usable
@@ -80,6 +86,24 @@ def noise_scale(flux, ivar) -> np.ndarray:
     cancels and a few lines, peaks or bad pixels do not move a median; 1 ± 1.4 / √(triplets)
     (measured on Gaussian noise) when ivar describes the noise. NaN for a row with
     < MIN_SCALE_TRIPLETS triplets. flux, ivar: (B, L) in any consistent units."""
+    return _scale_and_triplets(flux, ivar)[0]
+
+
+def noise_understated(flux, ivar) -> np.ndarray:
+    """Whether each spectrum's pixels scatter significantly more than its ivar says (B,) bool:
+    noise_scale > 1 + UNDERSTATED_SIGMAS x NOISE_SCALE_SCATTER / √(triplets), i.e. 1.25 over
+    500 pixels (a margin for the few per cent by which bright lines raise the median). Whatever
+    trusts that ivar (a posterior, a fit's errors) is then too confident."""
+    return _understated(*_scale_and_triplets(flux, ivar))
+
+
+def _understated(scale, triplets) -> np.ndarray:
+    limit = 1.0 + UNDERSTATED_SIGMAS * NOISE_SCALE_SCATTER / np.sqrt(np.maximum(triplets, 1))
+    return np.nan_to_num(scale, nan=0.0) > limit
+
+
+def _scale_and_triplets(flux, ivar) -> tuple[np.ndarray, np.ndarray]:
+    """(noise_scale (B,), usable triplets per row (B,))."""
     flux, ivar = np.atleast_2d(np.asarray(flux, np.float64)), np.atleast_2d(np.asarray(ivar, np.float64))
     usable = (ivar > 0) & np.isfinite(ivar) & np.isfinite(flux)
     whitened = np.where(usable, flux * np.sqrt(np.where(usable, ivar, 0.0)), 0.0)
@@ -88,7 +112,8 @@ def noise_scale(flux, ivar) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # rows without triplets: NaN
         scale = _SECOND_DIFFERENCE_TO_SIGMA * np.nanmedian(np.where(triplet, second, np.nan), axis=1)
-    return np.where(triplet.sum(axis=1) >= MIN_SCALE_TRIPLETS, scale, np.nan)
+    triplets = triplet.sum(axis=1)
+    return np.where(triplets >= MIN_SCALE_TRIPLETS, scale, np.nan), triplets
 
 
 def broad_line_test(wave, flux, ivar, lsf_sigma, z, check_noise: bool = True) -> dict[str, np.ndarray]:
@@ -104,7 +129,8 @@ def broad_line_test(wave, flux, ivar, lsf_sigma, z, check_noise: bool = True) ->
     check_noise False: the ivar as it is whatever the scatter (to measure what the check does).
     """
     z = np.asarray(z, np.float64)
-    scale = noise_scale(flux, ivar)
+    scale, triplets = _scale_and_triplets(flux, ivar)
+    understated = _understated(scale, triplets)
     if check_noise:
         ivar = np.asarray(ivar, np.float64) / np.maximum(np.nan_to_num(scale, nan=1.0), 1.0)[:, None] ** 2
     testable = np.isfinite(z)
@@ -146,13 +172,17 @@ def broad_line_test(wave, flux, ivar, lsf_sigma, z, check_noise: bool = True) ->
         "narrow_model_p": narrow_p,
         "anomaly_fpr": bonferroni(np.stack([broad_p, narrow_p])),
         "noise_scale": scale,
+        "noise_understated": understated,
     }
 
 
-def anomaly_columns(batch: dict, z, instrument: str) -> dict[str, np.ndarray]:
+def anomaly_columns(batch: dict, z, instrument: str, flags) -> dict[str, np.ndarray]:
     """ANOMALY_COLUMNS of a predictor batch (spectra on `instrument`'s grid, each row's
-    own LSF from its instrument_id and source size) at the predicted redshifts z (B,)."""
+    own LSF from its instrument_id and source size) at the predicted redshifts z (B,), and
+    "flags": the given flags (B,) with NOISE_UNDERSTATED where `noise_understated`."""
     flux = np.asarray(batch["lowres_flux"], np.float64)
     ivar = np.where(np.asarray(batch["lowres_mask"], bool), 0.0, np.asarray(batch["lowres_ivar"], np.float64))
     test = broad_line_test(get_instrument(instrument).bin_edges, flux, ivar, lsf_sigma_rows(batch, instrument), z)
-    return {name: test[name] for name in ANOMALY_COLUMNS}
+    flags = np.asarray(flags)
+    understated = np.where(test["noise_understated"], flags | int(QualityFlag.NOISE_UNDERSTATED), flags)
+    return {**{name: test[name] for name in ANOMALY_COLUMNS}, "flags": understated.astype(flags.dtype)}

@@ -1,6 +1,6 @@
 """Quality flags of `specsr infer` results: one int bitmask per object (column `flags`).
 
-Bits 0-7, 11 and 13 come from the predictor (fit, redshift and data quality), bits 8-10 from
+Bits 0-7, 11, 13 and 14 come from the predictor (fit, redshift and data quality), bits 8-10 from
 reading and validating the catalog row, bit 12 from the merge (the whole catalogue). A
 flagged row still has results; a row that cannot be used at all goes to the quarantine
 table instead. docs/scale-out.md has the table of flags and quarantine reasons.
@@ -28,6 +28,7 @@ class QualityFlag(enum.IntFlag):
     LINE_NOT_COVERED = 1 << 11  # no unmasked pixel observes Hα + [NII]: the estimate is the prior alone
     DUPLICATE_ID = 1 << 12  # another row of the catalogue has the same object_id
     AMPLITUDE_IGNORED = 1 << 13  # flux or image level outside the model's training range (units?): not used
+    NOISE_UNDERSTATED = 1 << 14  # the pixels scatter significantly more than the ivar says: intervals too narrow
 
 
 def describe_flags() -> str:
