@@ -27,11 +27,10 @@ from astropy.table import Table
 
 from specsr_keras.crossmodal.neighbours import knn_mean_distance
 from specsr_keras.crossmodal.store import EmbeddingSet
-from specsr_keras.measure.stats import bonferroni
+from specsr_keras.measure.stats import MAD_TO_SIGMA, bonferroni
 
-__all__ = ["MAD_TO_SIGMA", "anomaly_table", "robust_standardise", "upper_tail_share"]
+__all__ = ["anomaly_table", "robust_standardise", "upper_tail_share"]
 
-MAD_TO_SIGMA = 1.4826
 # Floor on the MAD-based sigma (cosine units) so a degenerate sample does not divide by 0.
 MIN_SIGMA = 1e-6
 

@@ -12,13 +12,14 @@ import numpy as np
 from scipy.special import ndtri
 from scipy.stats import theilslopes
 
-__all__ = ["NMAD_SCALE", "SNR_BINS", "MASS_BINS", "N2_BINS", "ERROR_METHODS", "COMPETITORS", "bin_masks",
+from specsr_keras.measure.stats import MAD_TO_SIGMA
+
+__all__ = ["SNR_BINS", "MASS_BINS", "N2_BINS", "ERROR_METHODS", "COMPETITORS", "bin_masks",
            "bootstrap_interval", "coverage", "calibration_curve", "calibration_slope", "error_of", "error_stats",
            "n2_verdict", "nmad", "paired_nmad_difference", "robust_slope", "set_metrics", "standardized_residual",
            "summarize"]
 
 # NMAD = 1.4826 median|x - median x|: equals sigma for a Gaussian.
-NMAD_SCALE = 1.4826
 # Bins (label, low, high), low inclusive: Hα S/N (truth `ha_snr`), log M*/Msun, true N2.
 SNR_BINS = (("3-5", 3.0, 5.0), ("5-10", 5.0, 10.0), ("10-20", 10.0, 20.0), (">20", 20.0, np.inf))
 MASS_BINS = (("<9.5", -np.inf, 9.5), ("9.5-10", 9.5, 10.0), ("10-10.5", 10.0, 10.5),
@@ -66,7 +67,7 @@ def nmad(x) -> float:
     x = x[np.isfinite(x)]
     if x.size == 0:
         return float("nan")
-    return float(NMAD_SCALE * np.median(np.abs(x - np.median(x))))
+    return float(MAD_TO_SIGMA * np.median(np.abs(x - np.median(x))))
 
 
 def robust_slope(truth, estimate) -> float:

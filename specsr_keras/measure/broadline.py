@@ -54,7 +54,7 @@ from specsr_keras.measure.linefit import (
     solve_linear_nonnegative,
 )
 from specsr_keras.measure.redshift import lsf_sigma_rows
-from specsr_keras.measure.stats import bonferroni
+from specsr_keras.measure.stats import MAD_TO_SIGMA, bonferroni
 from specsr_keras.physics import FWHM_PER_SIGMA
 
 __all__ = ["ANOMALY_COLUMNS", "BROAD_FWHM_GRID_KMS", "anomaly_columns", "broad_line_test", "noise_scale",
@@ -74,11 +74,13 @@ _MARGIN_SIGMAS = 3.0
 # Fewest usable pixel triplets for a noise scale (fewer: the ivar is taken as it is).
 MIN_SCALE_TRIPLETS = 20
 # sigma of x from median |2 x_i - x_(i-2) - x_(i+2)| of independent Gaussian x: 1.4826 / sqrt(6).
-_SECOND_DIFFERENCE_TO_SIGMA = 1.482602 / np.sqrt(6.0)
+_SECOND_DIFFERENCE_TO_SIGMA = MAD_TO_SIGMA / np.sqrt(6.0)
 # Scatter of noise_scale over n triplets of Gaussian noise: this / sqrt(n) (measured, n = 100-2000).
 NOISE_SCALE_SCATTER = 1.4
 # noise_scale this many of its own scatters above 1: the row is flagged NOISE_UNDERSTATED.
 UNDERSTATED_SIGMAS = 4.0
+
+
 def noise_scale(flux, ivar) -> np.ndarray:
     """Pixel-to-pixel scatter of each spectrum in units of its ivar's sigma (B,): the median
     |2 w_i − w_(i−2) − w_(i+2)| of the whitened flux w = flux √ivar over triplets of usable

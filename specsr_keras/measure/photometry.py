@@ -15,12 +15,13 @@ import warnings
 
 import numpy as np
 
+from specsr_keras.measure.stats import MAD_TO_SIGMA
+
 __all__ = ["APERTURE_RADIUS_FRACTION", "aperture_asinh_magnitudes", "aperture_fluxes"]
 
 # Aperture radius and inner edge of the background ring, as fractions of the cutout's half-size.
 APERTURE_RADIUS_FRACTION = 0.5
 OUTER_RADIUS_FRACTION = 0.75
-MAD_TO_SIGMA = 1.4826
 
 
 def aperture_fluxes(images) -> tuple[np.ndarray, np.ndarray]:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["bonferroni", "fpr_score"]
+__all__ = ["MAD_TO_SIGMA", "bonferroni", "fpr_score"]
+
+# sigma of a Gaussian / its median absolute deviation (robust scatter: 1.4826 MAD).
+MAD_TO_SIGMA = 1.4826
 
 # Smallest false-positive rate taken as it is (a p-value of 0 would give an infinite score).
 _SMALLEST_FPR = 1e-300
