@@ -24,7 +24,9 @@ def export(
         typer.Option(help="Grid the endpoints take low-res spectra on (euclid, g141, roman, ...)."),
     ] = "euclid",
     sampler: Annotated[
-        str | None, typer.Option(help="ddim, or dpm++2m (second order); default: the model's sampler.")
+        str | None, typer.Option(help="ddim or dpm++2m (second order), and/or comma-separated key=value "
+                                 "settings, e.g. 'noise_check=true' (see models/samplers.py); default: the "
+                                 "model's sampler.")
     ] = None,
     steps: Annotated[
         int | None, typer.Option(min=1, help="Sampler steps; default: the model's for --instrument.")
@@ -49,8 +51,10 @@ def export(
     Example: [bold]specsr export runs/quick --name specsr --version 1[/]
     """
     from specsr_keras.export import export_run
+    from specsr_keras.models.samplers import parse_sampler_settings
 
-    changes = {"kind": sampler, "steps": steps, "samples": samples, "eta": eta}
+    options = {"steps": steps, "samples": samples, "eta": eta}
+    changes = {**(parse_sampler_settings(sampler) or {}), **{k: v for k, v in options.items() if v is not None}}
     summary = export_run(
         run_dir, name=name, version=version, out=out, instrument=instrument, sampler=changes, reporter=reporter()
     )

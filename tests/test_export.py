@@ -184,7 +184,7 @@ def test_super_resolve_matches_keras_superresolver(loaded, signatures, inputs, t
     assert report["scale_relative_diff"] < 1e-6
 
 
-@pytest.mark.parametrize("sampler", [Sampler("ddim", 2, eta=0.7, posterior_draws=True, samples=3),
+@pytest.mark.parametrize("sampler", [Sampler("ddim", 2, eta=0.7, posterior_draws=True, samples=3, noise_check=True),
                                      Sampler("dpm++2m", 3, samples=3)])
 def test_graph_super_resolve_is_the_keras_generate(tf_run, inputs, sampler):
     from specsr_keras.export.exporter import load_models
@@ -347,7 +347,7 @@ def test_jax_written_run_exports_under_tensorflow(jax_run_process, exported):
             "--out",
             str(out),
             "--sampler",
-            "dpm++2m",
+            "dpm++2m,noise_check=true",
             "--steps",
             "2",
             "--samples",
@@ -360,6 +360,7 @@ def test_jax_written_run_exports_under_tensorflow(jax_run_process, exported):
     assert config.count("config {") == 2
     assert 'name: "specsr-jax"' in config and 'base_path: "/models/specsr-jax"' in config
     assert 'name: "specsr"' in config and 'model_platform: "tensorflow"' in config
+    assert client.load_signatures(out / "specsr-jax" / "3")["metadata"]["sampler"]["noise_check"] is True
     report = run_serving_check(out / "specsr-jax" / "3", n=1)  # fresh TF process
     assert report["parity"]["ok"] and report["parity"]["max_abs_diff_relative_to_scale"] <= 1e-4
     assert "signature_def['serving_default']" in report["show"]

@@ -510,3 +510,30 @@ def test_the_shared_space_reads_the_amplitudes(micro_models, batch):
     assert np.abs(faint - bright).max() > 1e-3  # a brighter galaxy is elsewhere in the space
     embedder = aligner.spectrum_embedder()
     assert "log_amplitude" in embedder.input
+
+
+def test_the_noise_check_gives_the_data_step_the_noise_the_pixels_show():
+    """An observation whose ivar is 2.25x too large (sigma 1.5x too small), with the measured
+    inflation 1.5, samples exactly as the honest ivar does; without the check it does not."""
+    import dataclasses
+
+    from specsr_keras.models.samplers import Sampler
+    from specsr_keras.simulate import simulate_galaxies
+
+    sr = presets.build_superresolver("micro", seed=0)
+    galaxies = simulate_galaxies(3, "euclid", seed=4)
+    raw = {k: galaxies[k] for k in ("lowres_flux", "lowres_ivar", "lowres_mask")} | {
+        "z_prior": galaxies["z_prior"].astype(np.float32)}
+    inputs, honest = sr.preprocessor(raw)
+    understated = dataclasses.replace(honest, ivar=honest.ivar * 2.25)
+    measured = dict(inputs, noise_inflation=np.full(3, 1.5, np.float32))
+    sampler = Sampler(steps=3, eta=1.0, posterior_draws=True, amortised=True)
+    noise = sampler.draw_noise(3 * 2, sr.denoiser.sample_shape, seed=1, observed=sr.preprocessor.observed_pixels)
+
+    def draw(inputs, sampler, observation):
+        return ops.convert_to_numpy(sr.sample(inputs, 2, sampler, observation, noise=noise))
+
+    reference = draw(inputs, sampler, honest)
+    np.testing.assert_allclose(draw(measured, sampler.replace(noise_check=True), understated), reference,
+                               atol=1e-4 * np.abs(reference).max())
+    assert np.abs(draw(measured, sampler, understated) - reference).max() > 1e-2 * np.abs(reference).max()

@@ -114,6 +114,10 @@ def test_sampler_config_round_trips_and_rejects_bad_settings():
         with pytest.raises(ValueError):
             Sampler(instrument_steps=bad)
     assert "instrument_steps" not in Sampler().get_config()  # configs without it load in older versions
+    assert "noise_check" not in Sampler().get_config()
+    checked = Sampler(noise_check=True)
+    assert Sampler.from_config(checked.get_config()) == checked and checked.get_config()["noise_check"] is True
+    assert "noise-checked" in checked.describe() and Sampler().replace(noise_check=True) == checked
 
 
 def test_an_instrument_gets_its_own_steps_and_the_others_the_sampler_s():
@@ -130,11 +134,13 @@ def test_an_instrument_gets_its_own_steps_and_the_others_the_sampler_s():
 
 
 def test_sampler_settings_text_parses_types_and_per_instrument_steps():
-    settings = parse_sampler_settings("amortised=true,eta=1,prior_scale=1.5,steps.g141=30,steps.roman=20")
-    assert settings == {"amortised": True, "eta": 1, "prior_scale": 1.5,
+    settings = parse_sampler_settings("amortised=true,eta=1,prior_scale=1.5,steps.g141=30,steps.roman=20,"
+                                      "noise_check=true")
+    assert settings == {"amortised": True, "eta": 1, "prior_scale": 1.5, "noise_check": True,
                         "instrument_steps": {"g141": 30, "roman": 20}}
     assert Sampler().replace(**settings).for_instrument("roman_grism").steps == 20
     assert parse_sampler_settings("") is None
+    assert parse_sampler_settings("dpm++2m,steps=20") == {"kind": "dpm++2m", "steps": 20}
     for bad in ("steps", "colour=red", "steps.hubble=3"):
         with pytest.raises(ValueError):
             parse_sampler_settings(bad)

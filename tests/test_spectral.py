@@ -264,3 +264,38 @@ def test_observation_chi2_of_the_truth_is_about_one_per_pixel(galaxies):
     covered = placed.any(axis=1)
     reduced = _np(observation.chi2(keras.ops.convert_to_tensor(placed.astype(np.float32)))) / _np(observation.count)
     assert 0.7 < np.median(reduced[covered]) < 1.4  # the truth explains the data within the noise
+
+
+def test_noise_scale_is_the_median_second_difference_of_the_usable_pixels():
+    """spectral.noise against a numpy oracle: odd and even counts of usable triplets, masked
+    and non-finite pixels, rows with too few triplets (NaN -> inflation 1)."""
+    from specsr_keras.spectral.noise import noise_inflation, noise_scale
+
+    rng = np.random.default_rng(3)
+    ivar = rng.uniform(0.5, 4.0, (5, 300))
+    flux = rng.normal(size=(5, 300)) / np.sqrt(ivar) * np.array([[1.0], [1.3], [0.7], [1.0], [1.0]])
+    ivar[1, 150] = 0.0  # removes three triplets: an even count (296) becomes odd
+    flux[2, 10] = np.nan
+    ivar[3, 21:] = 0.0  # 21 pixels: 17 triplets, too few
+    scale, count = (_np(a) for a in noise_scale(flux.astype(np.float32), ivar.astype(np.float32)))
+    usable = (ivar > 0) & np.isfinite(flux)
+    whitened = np.where(usable, np.nan_to_num(flux) * np.sqrt(ivar), 0.0)
+    triplet = usable[:, 2:-2] & usable[:, :-4] & usable[:, 4:]
+    second = np.abs(2 * whitened[:, 2:-2] - whitened[:, :-4] - whitened[:, 4:])
+    for row in (0, 1, 2, 4):
+        expected = 1.4826 / np.sqrt(6.0) * np.median(second[row][triplet[row]])
+        assert scale[row] == pytest.approx(expected, rel=1e-5) and count[row] == triplet[row].sum()
+    assert count[0] % 2 == 0 and count[1] % 2 == 1
+    assert np.isnan(scale[3]) and count[3] == 17
+    assert 0.85 < scale[0] < 1.15 and 1.1 < scale[1] < 1.5 and 0.55 < scale[2] < 0.85
+    inflation = _np(noise_inflation(scale.astype(np.float32)))
+    np.testing.assert_allclose(inflation, [max(1.0, scale[0]), scale[1], 1.0, 1.0, max(1.0, scale[4])], rtol=1e-6)
+
+
+def test_preprocessing_measures_how_much_the_ivar_understates_the_noise(galaxies):
+    flux, ivar, mask = galaxies["lowres_flux"], galaxies["lowres_ivar"], galaxies["lowres_mask"]
+    z = galaxies["z_prior"].astype(np.float32)
+    honest = _np(lowres_inputs(flux, ivar, mask, EUCLID, z)["noise_inflation"])
+    understated = _np(lowres_inputs(flux, ivar * 2.25, mask, EUCLID, z)["noise_inflation"])  # sigma 1.5x too small
+    assert np.all(honest >= 1.0) and np.median(honest) < 1.06
+    np.testing.assert_allclose(np.median(understated), 1.5, rtol=0.04)

@@ -35,8 +35,7 @@ flagged at that value: rank a catalogue by it, cut at the false-positive rate yo
 
 from __future__ import annotations
 
-import warnings
-
+import keras
 import numpy as np
 from scipy.stats import chi2 as chi2_distribution
 
@@ -54,8 +53,10 @@ from specsr_keras.measure.linefit import (
     solve_linear_nonnegative,
 )
 from specsr_keras.measure.redshift import lsf_sigma_rows
-from specsr_keras.measure.stats import MAD_TO_SIGMA, bonferroni
+from specsr_keras.measure.stats import bonferroni
 from specsr_keras.physics import FWHM_PER_SIGMA
+from specsr_keras.spectral.noise import NOISE_SCALE_SCATTER
+from specsr_keras.spectral.noise import noise_scale as spectral_noise_scale
 
 __all__ = ["ANOMALY_COLUMNS", "BROAD_FWHM_GRID_KMS", "anomaly_columns", "broad_line_test", "noise_scale",
            "noise_understated"]
@@ -71,23 +72,14 @@ NARROW_LINES = (HALPHA, NII, SII_6718, SII_6733)
 VELOCITY_GRID_KMS = tuple(np.arange(-200.0, 201.0, 50.0))
 # Continuum margin of the test window in units of the broadest component's sigma.
 _MARGIN_SIGMAS = 3.0
-# Fewest usable pixel triplets for a noise scale (fewer: the ivar is taken as it is).
-MIN_SCALE_TRIPLETS = 20
-# sigma of x from median |2 x_i - x_(i-2) - x_(i+2)| of independent Gaussian x: 1.4826 / sqrt(6).
-_SECOND_DIFFERENCE_TO_SIGMA = MAD_TO_SIGMA / np.sqrt(6.0)
-# Scatter of noise_scale over n triplets of Gaussian noise: this / sqrt(n) (measured, n = 100-2000).
-NOISE_SCALE_SCATTER = 1.4
 # noise_scale this many of its own scatters above 1: the row is flagged NOISE_UNDERSTATED.
 UNDERSTATED_SIGMAS = 4.0
 
 
 def noise_scale(flux, ivar) -> np.ndarray:
-    """Pixel-to-pixel scatter of each spectrum in units of its ivar's sigma (B,): the median
-    |2 w_i − w_(i−2) − w_(i+2)| of the whitened flux w = flux √ivar over triplets of usable
-    pixels (ivar > 0, finite), × 1.4826 / √6 (DER_SNR, Stoehr et al. 2008). A smooth continuum
-    cancels and a few lines, peaks or bad pixels do not move a median; 1 ± 1.4 / √(triplets)
-    (measured on Gaussian noise) when ivar describes the noise. NaN for a row with
-    < MIN_SCALE_TRIPLETS triplets. flux, ivar: (B, L) in any consistent units."""
+    """Pixel-to-pixel scatter of each spectrum in units of its ivar's sigma (B,)
+    (`spectral.noise.noise_scale`, DER_SNR): 1 ± 1.4 / √(triplets) when ivar describes the
+    noise; NaN for a row with too few (< 20) usable triplets. flux, ivar: (B, L)."""
     return _scale_and_triplets(flux, ivar)[0]
 
 
@@ -105,17 +97,10 @@ def _understated(scale, triplets) -> np.ndarray:
 
 
 def _scale_and_triplets(flux, ivar) -> tuple[np.ndarray, np.ndarray]:
-    """(noise_scale (B,), usable triplets per row (B,))."""
-    flux, ivar = np.atleast_2d(np.asarray(flux, np.float64)), np.atleast_2d(np.asarray(ivar, np.float64))
-    usable = (ivar > 0) & np.isfinite(ivar) & np.isfinite(flux)
-    whitened = np.where(usable, flux * np.sqrt(np.where(usable, ivar, 0.0)), 0.0)
-    triplet = usable[:, 2:-2] & usable[:, :-4] & usable[:, 4:]
-    second = np.abs(2.0 * whitened[:, 2:-2] - whitened[:, :-4] - whitened[:, 4:])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # rows without triplets: NaN
-        scale = _SECOND_DIFFERENCE_TO_SIGMA * np.nanmedian(np.where(triplet, second, np.nan), axis=1)
-    triplets = triplet.sum(axis=1)
-    return np.where(triplets >= MIN_SCALE_TRIPLETS, scale, np.nan), triplets
+    """(noise_scale (B,), usable triplets per row (B,)) as numpy."""
+    flux, ivar = np.atleast_2d(np.asarray(flux, np.float32)), np.atleast_2d(np.asarray(ivar, np.float32))
+    scale, triplets = spectral_noise_scale(flux, ivar)
+    return keras.ops.convert_to_numpy(scale).astype(np.float64), keras.ops.convert_to_numpy(triplets)
 
 
 def broad_line_test(wave, flux, ivar, lsf_sigma, z, check_noise: bool = True) -> dict[str, np.ndarray]:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["MAD_TO_SIGMA", "bonferroni", "fpr_score"]
+from specsr_keras.spectral.noise import MAD_TO_SIGMA
 
-# sigma of a Gaussian / its median absolute deviation (robust scatter: 1.4826 MAD).
-MAD_TO_SIGMA = 1.4826
+__all__ = ["MAD_TO_SIGMA", "bonferroni", "fpr_score"]
 
 # Smallest false-positive rate taken as it is (a p-value of 0 would give an infinite score).
 _SMALLEST_FPR = 1e-300

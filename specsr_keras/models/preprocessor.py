@@ -14,7 +14,8 @@ on its own frame (`hires_z`) is moved onto the same window (`spectral.window.shi
 
 Keys (N = rows): "lowres", "lowres_weight" (N, 512); "instrument" (N,) int32;
 "lowres_on_target", "lowres_on_target_weight" (N, 320); "scale" (N,) [1e-17 erg/s/cm²/Å];
-"log_scale", "z_place" (N,); "flux", "ivar" (N, L) the cleaned low-res pixels; with hi-res:
+"log_scale", "z_place" (N,); "flux", "ivar" (N, L) the cleaned low-res pixels and their
+"noise_inflation" (N,) (>= 1, `spectral.noise`; for the sampler's `noise_check`); with hi-res:
 "hires", "hires_weight" (N, 320), "hires_valid" (N,); with images: "image" (N, 64, 64, 4)
 arcsinh-normalised, "log_image_amplitude" (N,); "log_mstar" (N,) a *catalogue* stellar
 mass (the shard / catalogue field "log_mstar_catalog", where NaN or <= 0 means none: then 0
@@ -33,6 +34,7 @@ from keras import ops
 from specsr_keras.instruments import ENCODER_GRID, TARGET_GRID, Instrument, get_instrument
 from specsr_keras.models.preprocess import image_level, normalise_image, prepare_spectrum, spectrum_scale
 from specsr_keras.spectral.band import band_geometry, resample
+from specsr_keras.spectral.noise import noise_inflation, noise_scale
 from specsr_keras.spectral.window import (
     observe,
     observed_pixels,
@@ -109,6 +111,7 @@ def lowres_inputs(flux, ivar, mask, instrument: Instrument, z_prior) -> dict:
         "z_place": z_place,
         "flux": flux,
         "ivar": ivar,
+        "noise_inflation": noise_inflation(noise_scale(flux, ivar)[0]),
     }
 
 
@@ -152,7 +155,7 @@ def model_inputs(batch: dict, instrument: Instrument, *, noiseless_hires: bool =
     "log_mstar", "has_mass", "has_image")."""
     out = _numpy(lowres_inputs(batch["lowres_flux"], batch["lowres_ivar"], batch["lowres_mask"], instrument,
                                np.asarray(batch["z_prior"], np.float32)))
-    del out["flux"], out["ivar"]  # on the instrument's own grid: not a model input
+    del out["flux"], out["ivar"], out["noise_inflation"]  # of the instrument's own pixels: not model inputs
     if "hires_flux" in batch:
         hires_z = np.asarray(batch.get("z", batch["z_prior"]), np.float32)
         out.update(_numpy(hires_inputs(batch["hires_flux"], batch["hires_mask"], hires_z, out["z_place"],

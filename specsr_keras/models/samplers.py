@@ -24,7 +24,10 @@ P_t = U diag(s λ σ² / (α² s λ + σ²)) Uᵀ, exact when the prior is that 
 hard toward the data at high noise and fades as t -> 0 (DiffPIR, Zhu et al. 2023; ΠGDM,
 Song et al. 2023 with a population covariance in place of the denoiser's Jacobian). The
 eigenbasis makes the step cheap: one m x m solve per object and step, shared by its K
-samples.
+samples. With `noise_check` the data step's sigma is the ivar's x max(1, noise_scale), the
+spectrum's measured pixel-to-pixel scatter (`spectral.noise`): a pipeline that under-states
+its errors does not make the posterior over-confident; an honest ivar is barely changed
+(noise_scale 1 ± 0.06 over 500 pixels).
 
 Samplers: "ddim" (Song et al. 2021; eta 0 deterministic, 1 ancestral) and "dpm++2m"
 (DPM-Solver++(2M), Lu et al. 2022; deterministic, second order, time steps uniform in
@@ -124,11 +127,12 @@ class Sampler:
     (K) when a caller does not say; instrument_steps: {instrument name: steps} where an
     instrument needs other than `steps` (e.g. G141, whose windows in units of its low blended
     peak are several times wider than Euclid's), applied by `for_instrument` wherever a
-    sampler meets the instrument of its spectra.
+    sampler meets the instrument of its spectra; noise_check: the data step never trusts an
+    ivar that states less noise than the pixels show (module doc).
     """
 
     def __init__(self, kind="ddim", steps=10, eta=0.0, guidance=1.0, data_consistency=True, prior_scale=1.0,
-                 posterior_draws=False, amortised=False, samples=8, instrument_steps=None):
+                 posterior_draws=False, amortised=False, samples=8, instrument_steps=None, noise_check=False):
         if kind not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {kind!r}")
         if kind == "dpm++2m" and (eta or posterior_draws):
@@ -143,12 +147,15 @@ class Sampler:
         if self.samples < 1:
             raise ValueError(f"samples must be >= 1, got {samples}")
         self.instrument_steps = _instrument_steps(instrument_steps or {})
+        self.noise_check = bool(noise_check)
 
     def get_config(self) -> dict:
+        """The settings; instrument_steps and noise_check only where set (older versions load it)."""
         return {"kind": self.kind, "steps": self.steps, "eta": self.eta, "guidance": self.guidance,
                 "data_consistency": self.data_consistency, "prior_scale": self.prior_scale,
                 "posterior_draws": self.posterior_draws, "amortised": self.amortised, "samples": self.samples,
-                **({"instrument_steps": dict(self.instrument_steps)} if self.instrument_steps else {})}
+                **({"instrument_steps": dict(self.instrument_steps)} if self.instrument_steps else {}),
+                **({"noise_check": True} if self.noise_check else {})}
 
     @classmethod
     def from_config(cls, config):
@@ -157,7 +164,7 @@ class Sampler:
     def replace(self, **changes) -> Sampler:
         """A copy with some settings changed (None values are ignored); a new `steps` holds for
         every instrument unless `instrument_steps` is given with it."""
-        known = sorted({*self.get_config(), "instrument_steps"})
+        known = sorted({*self.get_config(), "instrument_steps", "noise_check"})
         unknown = sorted(set(changes) - set(known))
         if unknown:
             raise ValueError(f"unknown sampler setting(s) {unknown}; known: {known}")
@@ -180,7 +187,8 @@ class Sampler:
         text += "".join(f", {count} steps on {name}" for name, count in self.instrument_steps.items())
         if self.data_consistency:
             draws = ", posterior draws" if self.posterior_draws else ""
-            text += f", data-consistent (prior scale {self.prior_scale:g}{draws})"
+            checked = ", noise-checked" if self.noise_check else ""
+            text += f", data-consistent (prior scale {self.prior_scale:g}{draws}{checked})"
         return text
 
     def __eq__(self, other):
@@ -299,15 +307,18 @@ def _instrument_steps(given) -> dict[str, int]:
 def parse_sampler_settings(text: str | None) -> dict | None:
     """'key=value,key=value' -> {key: value} (booleans, ints and floats parsed), checked
     against the `Sampler` settings; 'steps.<instrument>=N' sets that instrument's steps
-    (`instrument_steps`); None or "" -> None."""
+    (`instrument_steps`); a bare sampler name ('ddim', 'dpm++2m') is the kind; None or "" -> None."""
     if not text:
         return None
     settings = {}
     for item in filter(None, (part.strip() for part in text.split(","))):
         key, sep, value = item.partition("=")
         key, value = key.strip(), value.strip()
+        if not sep and key in SAMPLERS:
+            settings["kind"] = key
+            continue
         if not sep:
-            raise ValueError(f"sampler settings: {item!r} is not key=value")
+            raise ValueError(f"sampler settings: {item!r} is neither key=value nor one of {SAMPLERS}")
         if key.startswith("steps."):
             settings.setdefault("instrument_steps", {})[key.removeprefix("steps.")] = _setting_value(value)
         else:

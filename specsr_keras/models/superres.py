@@ -376,10 +376,13 @@ class SuperResolver(HiresSpectrumTask):
             older = value.ndim == len(variable.shape) - 1  # the one (n, n) basis or (n,) eigenvalues
             variable.assign(np.broadcast_to(value, variable.shape) if older else value)
 
-    def linear_data(self, observation, scale, samples, prior_scale):
+    def linear_data(self, observation, scale, samples, prior_scale, inflation=None):
         """`LinearData` for the sampler from a `window.Observation` (physical units) and the
-        objects' scales (B,): in model units x = window / (scale target_scale)."""
+        objects' scales (B,): in model units x = window / (scale target_scale). inflation (B,):
+        each object's noise sigma is the ivar's times this (the preprocessor's "noise_inflation")."""
         root_ivar = ops.sqrt(ops.cast(observation.ivar, "float32"))
+        if inflation is not None:
+            root_ivar = root_ivar / ops.expand_dims(inflation, -1)
         units = ops.reshape(ops.cast(scale, "float32") * self.target_scale, (-1, 1, 1))
         operator = observation.operator * ops.expand_dims(root_ivar, -1) * units
         return LinearData(operator, root_ivar * observation.flux, self.prior_basis[observation.instrument_id],
@@ -389,7 +392,8 @@ class SuperResolver(HiresSpectrumTask):
     def sample(self, inputs, num_samples=None, sampler=None, observation=None, seed=None, noise=None):
         """K = num_samples posterior draws per row: (B, K, 320) in the inputs' normalised units.
 
-        inputs: the model inputs (incl. "scale" (B,) when an observation is given);
+        inputs: the model inputs (incl. "scale" (B,) when an observation is given, and
+        "noise_inflation" (B,) when the sampler has `noise_check`);
         observation: `spectral.window.Observation` of the low-res pixels (physical units) for
         the data-consistency step, or None; sampler: a `Sampler` (default: the model's);
         noise: `sampler.draw_noise(B K, (320, 1), seed, observed=M)` drawn outside (for a
@@ -400,7 +404,9 @@ class SuperResolver(HiresSpectrumTask):
         condition, extra = self.conditioning(inputs, training=False, amortised=sampler.amortised)
         data = None
         if observation is not None and sampler.data_consistency:
-            data = self.linear_data(observation, inputs["scale"], num_samples or sampler.samples, sampler.prior_scale)
+            inflation = inputs["noise_inflation"] if sampler.noise_check else None
+            data = self.linear_data(observation, inputs["scale"], num_samples or sampler.samples, sampler.prior_scale,
+                                    inflation)
         return self.draw(condition, extra, num_samples or sampler.samples, sampler, seed, noise, data)
 
     def noise(self, rows, num_samples=None, sampler=None, seed=None, preprocessor=None):

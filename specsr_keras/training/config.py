@@ -84,9 +84,10 @@ def _toml_value(value) -> str:
 # ~2 h CPU run behind the shipped model (all stages), `base` is for one GPU.
 PRESETS: dict[str, dict] = {
     # Both: the posterior sampler measured best on the validation set (benchmarks/README.md):
-    # the spectrum-conditioned denoiser, corrected toward the observed pixels at every step.
+    # the spectrum-conditioned denoiser, corrected toward the observed pixels at every step,
+    # with never less noise than the pixels show (noise_check, benchmarks/README.md).
     "quick": {"autoencoder_steps": 60, "contrastive_steps": 60, "superres_steps": 300, "val_examples": 64,
-              "sampler": "amortised=true,eta=1,posterior_draws=true"},
+              "sampler": "amortised=true,eta=1,posterior_draws=true,noise_check=true"},
     "default": {
         # Data from `make shipped-data` (simulator 2.2.0, seeds 31-37, S/N-stratified, instrument mix).
         "data": "datasets/sim/train-euclid,datasets/sim/train-euclid-2,datasets/sim/train-euclid-bright,"
@@ -105,7 +106,7 @@ PRESETS: dict[str, dict] = {
         "val_samples": 8,
         # G141's windows, in units of its low blended peak, need more steps than Euclid's
         # (benchmarks/README.md, "G141: the data step's covariance per instrument").
-        "sampler": "amortised=true,eta=1,posterior_draws=true,steps.g141=50",
+        "sampler": "amortised=true,eta=1,posterior_draws=true,steps.g141=50,noise_check=true",
     },
     "base": {
         "model_preset": "base",
