@@ -2,7 +2,7 @@
 
 Starts from a run's encoders (`--init RUN`, its `models/contrastive.keras`), builds a
 `ContrastiveAligner` with the chosen settings (amplitudes into the heads, dihedral image
-augmentation) and trains it with InfoNCE on the training shards; every `--every` steps it
+augmentation, property heads) and trains it with InfoNCE on the training shards; every `--every` steps it
 embeds a held-out set and records image<->spectrum retrieval top-1/top-5 in pools of 256
 and 1,000 and out-of-fold kNN / linear probes (z, log M*, log SFR, N2, AGN) of both
 modalities (`evaluation.crossmodal`). Writes benchmarks/results/aligner_<label>.json: the
@@ -48,6 +48,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--no-amplitude", action="store_true")
     parser.add_argument("--no-augment", action="store_true")
+    parser.add_argument("--property-weight", type=float, default=0.0,
+                        help="teach the shared space z and catalogue M* (models/contrastive.py); 0: InfoNCE only")
     parser.add_argument("--label", default="")
     parser.add_argument("--out", default=None, help="result file (default benchmarks/results/aligner_<label>.json)")
     parser.add_argument("--quick", action="store_true", help="50 steps on 1,000 examples (smoke run)")
@@ -74,7 +76,8 @@ def main(argv=None) -> dict:
         train = {k: v[:1000] for k, v in train.items()}
     held_inputs, held = heldout_inputs(args.heldout, 300 if args.quick else 1500)
     start = load_aligner(args.init)
-    settings = {"amplitude": not args.no_amplitude, "augment": not args.no_augment}
+    settings = {"amplitude": not args.no_amplitude, "augment": not args.no_augment,
+                "property_weight": args.property_weight}
     aligner = ContrastiveAligner(start.image_encoder, start.spectrum_encoder, embedding_dim=start.embedding_dim,
                                  hidden_dim=start.hidden_dim, **settings)
     schedule = keras.optimizers.schedules.CosineDecay(1e-5, max(steps - every, 1), alpha=0.05, warmup_target=1e-3,

@@ -51,6 +51,7 @@ SHAPES = {
     "log_mstar": (),
     "has_mass": (),
     "z_place": (),
+    "z_spec": (),
 }
 
 
@@ -63,6 +64,7 @@ def make_batch(size=4, seed=0):
     for key in ("has_image", "has_mass"):
         batch[key] = (np.arange(size) % 2).astype("float32")
     batch["z_place"] = rng.uniform(0.9, 1.8, size).astype("float32")
+    batch["z_spec"] = batch["z_place"] + rng.normal(0.0, 0.01, size).astype("float32")
     return batch
 
 
@@ -115,7 +117,8 @@ EXPECTED_SHAPES = {
         "hires": {"v_pred": (4, 320, 1), "v_target": (4, 320, 1), "weight": (4, 320)},
     },
     "image_ae": {"v_pred": (2, 64, 64, 4), "v_target": (2, 64, 64, 4), "weight": (2, 64, 64)},
-    "aligner": {"image": (2, None), "lowres": (2, None), "hires": (2, None), "logit_scale": ()},
+    "aligner": {"image": (2, None), "lowres": (2, None), "hires": (2, None), "logit_scale": (),
+                "properties": (2, 2, 2), "property_targets": (2, 2), "property_valid": (2, 2)},
 }
 
 
@@ -510,6 +513,38 @@ def test_the_shared_space_reads_the_amplitudes(micro_models, batch):
     assert np.abs(faint - bright).max() > 1e-3  # a brighter galaxy is elsewhere in the space
     embedder = aligner.spectrum_embedder()
     assert "log_amplitude" in embedder.input
+
+
+def test_the_shared_space_can_be_taught_redshift_and_mass(micro_models, batch, tmp_path):
+    """property_weight adds the mean squared error of linear heads on both embeddings: exactly
+    the hand-computed value, only over rows that have a z / a catalogue mass; the aligner
+    round-trips with its heads, and aligners without them keep their old config."""
+    from specsr_keras.models.contrastive import PROPERTY_NORM, ContrastiveAligner
+
+    base = micro_models["aligner"]
+    assert base.property_weight == 5.0 and set(base.property_heads) == {"image", "spectrum"}  # the presets'
+    plain = ContrastiveAligner(base.image_encoder, base.spectrum_encoder, embedding_dim=base.embedding_dim,
+                               hidden_dim=base.hidden_dim, amplitude=True)
+    assert "property_weight" not in plain.get_config() and not plain.property_heads  # older configs load
+    taught = ContrastiveAligner(base.image_encoder, base.spectrum_encoder, embedding_dim=base.embedding_dim,
+                                hidden_dim=base.hidden_dim, amplitude=True, property_weight=2.0)
+    inputs = dict(batch, z_spec=np.array([1.0, np.nan, 1.6, 1.3], np.float32),
+                  log_mstar=np.array([9.0, 0.0, 10.5, 11.0], np.float32),
+                  has_mass=np.array([1, 0, 0, 1], np.float32))
+    out = taught(inputs)
+    predictions = ops.convert_to_numpy(out["properties"])  # (B, heads, P)
+    targets = np.stack([(inputs["z_spec"] - 1.4) / 0.3, (inputs["log_mstar"] - 10.0) / 0.7], axis=-1)
+    valid = np.array([[1, 1], [0, 0], [1, 0], [1, 1]], bool)
+    assert list(PROPERTY_NORM) == ["z_spec", "log_mstar"]
+    np.testing.assert_array_equal(ops.convert_to_numpy(out["property_valid"]), valid)
+    expected = np.mean((predictions - targets[:, None])[np.broadcast_to(valid[:, None], predictions.shape)] ** 2)
+    without = {k: v for k, v in out.items() if k not in ("properties", "property_targets", "property_valid")}
+    extra = float(taught.compute_loss(y_pred=out)) - float(taught.compute_loss(y_pred=without))
+    assert extra == pytest.approx(2.0 * expected, rel=1e-4)
+    taught.save(tmp_path / "taught.keras")
+    loaded = keras.saving.load_model(tmp_path / "taught.keras")
+    np.testing.assert_allclose(ops.convert_to_numpy(loaded(inputs)["properties"]), predictions, atol=1e-6)
+    assert loaded.property_weight == 2.0
 
 
 def test_the_noise_check_gives_the_data_step_the_noise_the_pixels_show():

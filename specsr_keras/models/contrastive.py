@@ -18,11 +18,20 @@ spectrum — also for the hi-res window, which is normalised by the same scale),
 typical values. Augmentation (`augment=True`): during training each image is one of its
 8 flips/90° rotations (`RandomDihedral`), to which a galaxy's spectrum is invariant.
 
+Catalogue properties (`property_weight` > 0): InfoNCE keeps only what the two modalities
+share and what tells the galaxies of a batch apart, so a redshift that the image barely shows
+is not kept precisely in the spectrum's embedding although its line position gives it. A
+linear head on each embedding (image, low-res spectrum) then predicts the pair's
+spectroscopic redshift "z_spec" and its catalogue mass "log_mstar" (standardised by
+PROPERTY_NORM; rows without one, z_spec NaN or has_mass 0, drop out), and the mean squared
+error times `property_weight` joins the loss: the shared space must hold them linearly.
+
 Inputs (dict): "image" (B, 64, 64, 4); "lowres", "lowres_weight" (B, 512) and
 "instrument" (B,) int; with amplitudes "log_image_amplitude", "log_scale" (B,); optional
 "hires", "hires_weight" (B, 320) and "hires_valid" (B,) in {0, 1} (rows without a hi-res
-spectrum drop out of the hi-res terms).
-`call` returns {"image", "lowres"[, "hires", "hires_valid"], "logit_scale"}.
+spectrum drop out of the hi-res terms); with properties "z_spec", "log_mstar", "has_mass" (B,).
+`call` returns {"image", "lowres"[, "hires", "hires_valid"], "logit_scale"[, "properties",
+"property_targets", "property_valid"]}.
 """
 
 import math
@@ -73,6 +82,9 @@ def retrieval_top_k(emb_a, emb_b, k=1):
 # Typical log10 amplitudes (centre, spread) of the simulated training mix: the spectrum scale
 # [1e-17 erg/s/cm²/Å] and the cutout level [nJy]; a head reads (log amplitude - centre) / spread.
 LOG_AMPLITUDE_NORM = {"spectrum": (-0.36, 0.41), "image": (1.55, 0.36)}
+# Properties the shared space is taught with `property_weight` (centre, spread: the training
+# mix's): the spectroscopic redshift and log10 M*/Msun of the catalogue.
+PROPERTY_NORM = {"z_spec": (1.4, 0.3), "log_mstar": (10.0, 0.7)}
 
 
 @register
@@ -151,6 +163,7 @@ class ContrastiveAligner(keras.Model):
         pair_weights=(1.0, 1.0, 0.5),
         amplitude=False,
         augment=False,
+        property_weight=0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -168,6 +181,13 @@ class ContrastiveAligner(keras.Model):
         self.spectrum_head = ProjectionHead(embedding_dim, hidden_dim, norm["spectrum"], name="spectrum_head")
         self.spectrum_head.build((None, spectrum_encoder.z_dim))
         self.dihedral = RandomDihedral(name="dihedral")
+        self.property_weight = float(property_weight)
+        self.property_heads = {}
+        if self.property_weight > 0:
+            for modality in ("image", "spectrum"):
+                head = layers.Dense(len(PROPERTY_NORM), name=f"{modality}_properties")
+                head.build((None, self.embedding_dim))
+                self.property_heads[modality] = head
         self.log_logit_scale = self.add_weight(
             shape=(),
             initializer=keras.initializers.Constant(math.log(1.0 / init_temperature)),
@@ -207,7 +227,22 @@ class ContrastiveAligner(keras.Model):
             )
             if "hires_valid" in inputs:
                 outputs["hires_valid"] = ops.cast(inputs["hires_valid"], "float32")
+        if self.property_heads and "z_spec" in inputs:
+            outputs.update(self.property_outputs(inputs, outputs["image"], outputs["lowres"]))
         return outputs
+
+    def property_outputs(self, inputs, image, lowres) -> dict:
+        """Both heads' standardised predictions (B, 2, P), the targets (B, P) and their
+        validity (B, P) in {0, 1} (module doc)."""
+        z = ops.cast(inputs["z_spec"], "float32")
+        valid = [ops.isfinite(z), ops.cast(inputs["has_mass"], "float32") > 0]
+        raw = [ops.where(valid[0], z, 0.0), ops.cast(inputs["log_mstar"], "float32")]
+        targets = [(value - centre) / spread for value, (centre, spread) in zip(raw, PROPERTY_NORM.values(),
+                                                                                   strict=True)]
+        predictions = ops.stack([self.property_heads["image"](image), self.property_heads["spectrum"](lowres)],
+                                axis=1)
+        return {"properties": predictions, "property_targets": ops.stack(targets, axis=-1),
+                "property_valid": ops.cast(ops.stack(valid, axis=-1), "float32")}
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         scale = y_pred["logit_scale"]
@@ -220,6 +255,10 @@ class ContrastiveAligner(keras.Model):
             loss += w_pair * info_nce(y_pred["lowres"], y_pred["hires"], scale, valid)
             total_weight += w_hi + w_pair
         loss = loss / total_weight
+        if "properties" in y_pred:
+            valid = ops.expand_dims(y_pred["property_valid"], 1)
+            error = ops.square(y_pred["properties"] - ops.expand_dims(y_pred["property_targets"], 1)) * valid
+            loss += self.property_weight * ops.sum(error) / ops.maximum(2.0 * ops.sum(valid), 1.0)
         for extra_loss in self.losses:
             loss = loss + ops.sum(extra_loss)
         return loss
@@ -259,6 +298,7 @@ class ContrastiveAligner(keras.Model):
             "pair_weights": list(self.pair_weights),
             "amplitude": self.amplitude,
             "augment": self.augment,
+            **({"property_weight": self.property_weight} if self.property_weight else {}),
         }
 
     @classmethod

@@ -20,7 +20,9 @@ Keys (N = rows): "lowres", "lowres_weight" (N, 512); "instrument" (N,) int32;
 arcsinh-normalised, "log_image_amplitude" (N,); "log_mstar" (N,) a *catalogue* stellar
 mass (the shard / catalogue field "log_mstar_catalog", where NaN or <= 0 means none: then 0
 with "has_mass" 0, `mass_inputs`; never the true mass),
-"has_image", "has_mass" (N,) presence flags.
+"has_image", "has_mass" (N,) presence flags; "z_spec" (N,) the spectroscopic redshift of a
+training pair (the shard field "z", NaN without; taught to the shared space, never an input of
+a prediction).
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ STAGE_KEYS = {
     "spectrum_autoencoder": ("lowres", "lowres_weight", "instrument", "hires", "hires_weight"),
     "image_autoencoder": ("image",),
     "contrastive": ("image", "lowres", "lowres_weight", "instrument", "hires", "hires_weight", "hires_valid",
-                    "log_scale", "log_image_amplitude"),
+                    "log_scale", "log_image_amplitude", "z_spec", "log_mstar", "has_mass"),
     "superres": ("lowres", "lowres_weight", "instrument", "lowres_on_target", "lowres_on_target_weight",
                  "image", "log_image_amplitude", "has_image", "log_scale", "log_mstar", "has_mass", "z_place",
                  "hires", "hires_weight"),
@@ -66,6 +68,7 @@ INPUT_SHAPES = {
     "lowres_on_target_weight": (TARGET_GRID.n_pixels,), "hires": (TARGET_GRID.n_pixels,),
     "hires_weight": (TARGET_GRID.n_pixels,), "hires_valid": (), "image": (64, 64, 4),
     "log_image_amplitude": (), "has_image": (), "log_scale": (), "log_mstar": (), "has_mass": (), "z_place": (),
+    "z_spec": (),
 }  # fmt: skip
 
 
@@ -152,7 +155,7 @@ def _numpy(values: dict) -> dict[str, np.ndarray]:
 def model_inputs(batch: dict, instrument: Instrument, *, noiseless_hires: bool = True) -> dict[str, np.ndarray]:
     """All model inputs of a simulated/real shard batch (docs/contracts.md fields), numpy
     (the keys of `lowres_inputs` but the cleaned pixels, `hires_inputs`, `image_inputs`,
-    "log_mstar", "has_mass", "has_image")."""
+    "log_mstar", "has_mass", "has_image", "z_spec")."""
     out = _numpy(lowres_inputs(batch["lowres_flux"], batch["lowres_ivar"], batch["lowres_mask"], instrument,
                                np.asarray(batch["z_prior"], np.float32)))
     del out["flux"], out["ivar"], out["noise_inflation"]  # of the instrument's own pixels: not model inputs
@@ -161,6 +164,7 @@ def model_inputs(batch: dict, instrument: Instrument, *, noiseless_hires: bool =
         out.update(_numpy(hires_inputs(batch["hires_flux"], batch["hires_mask"], hires_z, out["z_place"],
                                        out["scale"], None if noiseless_hires else batch["hires_ivar"])))
     n = len(out["scale"])
+    out["z_spec"] = np.asarray(batch.get("z", np.full(n, np.nan)), np.float32)
     if "image" in batch:
         out.update(_numpy(image_inputs(batch["image"])))
     has_image = np.asarray(batch.get("has_image", np.full(n, "image" in batch)), bool)

@@ -29,7 +29,7 @@ PRESETS = {
     "micro": {
         "embedding_dim": 16,
         "projection_hidden": 16,
-        "shared_space": {"amplitude": True, "augment": True},
+        "shared_space": {"amplitude": True, "augment": True, "property_weight": 5.0},
         "spectrum_encoder": {
             "widths": [16, 16],
             "blocks_per_level": 1,
@@ -65,7 +65,7 @@ PRESETS = {
     "tiny": {
         "embedding_dim": 32,
         "projection_hidden": 64,
-        "shared_space": {"amplitude": True, "augment": True},
+        "shared_space": {"amplitude": True, "augment": True, "property_weight": 5.0},
         "spectrum_encoder": {
             "widths": [16, 32, 48],
             "blocks_per_level": 1,
@@ -105,7 +105,7 @@ PRESETS = {
     "base": {
         "embedding_dim": 128,
         "projection_hidden": 256,
-        "shared_space": {"amplitude": True, "augment": True},
+        "shared_space": {"amplitude": True, "augment": True, "property_weight": 5.0},
         "spectrum_encoder": {
             "widths": [32, 64, 96, 128],
             "blocks_per_level": 2,

@@ -219,13 +219,14 @@ def _saved_model_config(run_dir: Path, name: str) -> dict | None:
 
 
 def shared_space_of(run_dir: Path) -> dict | None:
-    """The aligner settings ("amplitude", "augment") of a run's `models/contrastive.keras`
-    (False where its config predates them), or None without one: a run initialised from
-    another run's aligner must build the same aligner to load it."""
+    """The aligner settings ("amplitude", "augment", "property_weight") of a run's
+    `models/contrastive.keras` (False / 0 where its config predates them), or None without one:
+    a run initialised from another run's aligner must build the same aligner to load it."""
     config = _saved_model_config(run_dir, "contrastive")
     if config is None:
         return None
-    return {key: bool(config.get(key, False)) for key in ("amplitude", "augment")}
+    return {**{key: bool(config.get(key, False)) for key in ("amplitude", "augment")},
+            "property_weight": float(config.get("property_weight", 0.0))}
 
 
 def wavelength_channel_of(run_dir: Path) -> bool:
