@@ -28,7 +28,7 @@ class QualityFlag(enum.IntFlag):
     LINE_NOT_COVERED = 1 << 11  # no unmasked pixel observes Hα + [NII]: the estimate is the prior alone
     DUPLICATE_ID = 1 << 12  # another row of the catalogue has the same object_id
     AMPLITUDE_IGNORED = 1 << 13  # flux or image level outside the model's training range (units?): not used
-    NOISE_UNDERSTATED = 1 << 14  # the pixels scatter significantly more than the ivar says: intervals too narrow
+    NOISE_UNDERSTATED = 1 << 14  # pixels scatter clearly more than the ivar says: errors too small (unless noise_check)
 
 
 def describe_flags() -> str:
