@@ -43,6 +43,8 @@ COMPILED = {"tensorflow": "tf_function", "jax": "jax_jit"}
 # Eager sampling is timed up to this batch only (the before/after of the compiled path);
 # XLA sampling at the largest batch only (it compiles the loop for ~10 s per shape on a CPU).
 EAGER_MAX_BATCH = 32
+# Per-example input shapes of a spectrum embedder (low-res spectrum on ENCODER_GRID; its amplitude if it reads one).
+EMBEDDER_SHAPES = {"spectrum": (512, 2), "instrument": (), "log_amplitude": ()}
 LAYER_KINDS = {"Conv1D": "conv", "Conv2D": "conv", "Dense": "dense", "EinsumDense": "attention",
                "MultiHeadAttention": "attention"}
 
@@ -230,7 +232,8 @@ def time_savedmodel(run_dir: Path, steps: int, batches, repeats: int, workdir: P
         seconds[str(batch)] = best_seconds(
             lambda b=batch_rows, z=feed["z_prior"]: predictor.call_graph(b, z, seed=0), repeats)
     feed = sample_inputs(predictor.signatures, n=4, seed=1)
-    result = predictor.call_graph(feed, feed["z_prior"], seed=int(feed["seed"][0]))
+    rows = {**feed, "log_mstar_catalog": feed["log_mstar"]}  # the catalogue column call_graph reads
+    result = predictor.call_graph(rows, feed["z_prior"], seed=int(feed["seed"][0]))
     check = parity(predictor.signatures, feed, result, run_dir)
     return {"seconds": seconds, "export_seconds": round(export_seconds, 1), "parity": check}
 
@@ -324,7 +327,8 @@ def child(args) -> dict:
             "matmul_flops_per_s": timed("matmul", matmul_rates, args.matmul_n, dtypes),
             "parameters": model.count_params(),
             "denoiser_flops": count_flops(denoiser, shapes),
-            "embedder_flops": count_flops(model.spectrum_embedder, {"spectrum": (512, 2), "instrument": ()}),
+            "embedder_flops": count_flops(model.spectrum_embedder, {k: shape for k, shape in EMBEDDER_SHAPES.items()
+                                                                     if k in model.spectrum_embedder.input}),
             "forward_seconds": timed("forward", time_forward, denoiser, shapes, batches, args.repeats),
             "sample_seconds": timed("sample", time_sample, model, args.steps, batches, args.repeats),
         }

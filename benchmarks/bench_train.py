@@ -1,11 +1,12 @@
 """Training step time and samples/s of the super-resolver per Keras backend and model preset.
 
 Each (backend, preset) runs in its own child process: the `decoders`-stage set-up of
-`training/stage.py` (super-resolver with its spectrum embedder frozen, compiled with
-`stage.make_optimizer`: AdamW, EMA, clipping), then `models.flops.time_train_step`
-(median `train_on_batch` time on one batch of `--batch` random examples, after warm-up
-steps that include the compile). Training FLOPs per example ~ 3 x the denoiser forward
-(forward + backward) + one embedder forward; the MFU is against the best matmul rate of
+`training/pipeline.py` (super-resolver with its embedders frozen, the embeddings computed
+once per training set by `frozen_embeddings`, compiled with `stage.make_optimizer`: AdamW,
+EMA, clipping), then `models.flops.time_train_step` (median `train_on_batch` time on one
+batch of `--batch` random examples, after warm-up steps that include the compile). Training
+FLOPs per example ~ 3 x the denoiser forward (forward + backward; the embedders do not run
+per step); the MFU is against the best matmul rate of
 the policy's dtype that the children measured. A preset that does not build or train on
 a backend is recorded with its error. Writes benchmarks/results/train.json.
 
@@ -28,9 +29,9 @@ RESULTS = RESULTS_DIR / "train.json"
 STEPS = {"micro": (3, 1), "tiny": (5, 2), "base": (3, 1)}
 
 
-def train_flops(denoiser_flops: float, embedder_flops: float) -> float:
-    """FLOPs per training example: denoiser forward + backward (~3 forwards), frozen embedder forward."""
-    return 3 * denoiser_flops + embedder_flops
+def train_flops(denoiser_flops: float) -> float:
+    """FLOPs per training example: denoiser forward + backward (~3 forwards)."""
+    return 3 * denoiser_flops
 
 
 def child(args) -> dict:
@@ -42,16 +43,18 @@ def child(args) -> dict:
     from specsr_keras.models.flops import count_flops, time_train_step
     from specsr_keras.models.preprocessor import STAGE_KEYS, dummy_inputs
     from specsr_keras.training.config import TrainConfig
+    from specsr_keras.training.pipeline import frozen_embeddings
     from specsr_keras.training.stage import make_optimizer
 
     keras.config.set_dtype_policy(args.policy)
     started = time.perf_counter()
     model = presets.build_superresolver(args.preset, seed=0)
-    model.embedder.trainable = False  # as in the decoders stage
+    model.spectrum_embedder.trainable = model.image_embedder.trainable = False  # as in the decoders stage
     batch = dummy_inputs(STAGE_KEYS["superres"], args.batch)
     rng = np.random.default_rng(0)
     for key in ("lowres", "lowres_on_target", "hires"):
         batch[key] = rng.normal(size=batch[key].shape).astype(np.float32)
+    batch = frozen_embeddings(model, batch)
     model(batch)
     model.compile(optimizer=make_optimizer(TrainConfig(batch_size=args.batch), total_steps=1000))
     build_seconds = time.perf_counter() - started
@@ -59,8 +62,7 @@ def child(args) -> dict:
     seconds = time_train_step(model, batch, steps=steps, warmup=warmup)
     denoiser = model.denoiser
     shapes = {k: tuple(v.shape[1:]) for k, v in denoiser.input.items()}
-    per_example = train_flops(count_flops(denoiser, shapes),
-                              count_flops(model.embedder, {"spectrum": (512, 2), "instrument": ()}))
+    per_example = train_flops(count_flops(denoiser, shapes))
     dtype = compute_dtype(args.policy)
     return {"parameters": model.count_params(), "build_seconds": round(build_seconds, 1),
             "step_seconds": seconds, "samples_per_s": round(args.batch / seconds, 2),
