@@ -295,7 +295,12 @@ def test_noise_scale_is_the_median_second_difference_of_the_usable_pixels():
 def test_preprocessing_measures_how_much_the_ivar_understates_the_noise(galaxies):
     flux, ivar, mask = galaxies["lowres_flux"], galaxies["lowres_ivar"], galaxies["lowres_mask"]
     z = galaxies["z_prior"].astype(np.float32)
-    honest = _np(lowres_inputs(flux, ivar, mask, EUCLID, z)["noise_inflation"])
-    understated = _np(lowres_inputs(flux, ivar * 2.25, mask, EUCLID, z)["noise_inflation"])  # sigma 1.5x too small
+    from specsr_keras.models.preprocessor import SpectrumPreprocessor
+
+    preprocess = SpectrumPreprocessor(EUCLID.name)
+    honest = _np(preprocess({"lowres_flux": flux, "lowres_ivar": ivar, "lowres_mask": mask, "z_prior": z})[0]
+                 ["noise_inflation"])
+    understated = _np(preprocess({"lowres_flux": flux, "lowres_ivar": ivar * 2.25, "lowres_mask": mask,
+                                  "z_prior": z})[0]["noise_inflation"])  # sigma 1.5x too small
     assert np.all(honest >= 1.0) and np.median(honest) < 1.06
     np.testing.assert_allclose(np.median(understated), 1.5, rtol=0.04)

@@ -55,7 +55,7 @@ from specsr_keras.measure.linefit import (
 from specsr_keras.measure.redshift import lsf_sigma_rows
 from specsr_keras.measure.stats import bonferroni
 from specsr_keras.physics import FWHM_PER_SIGMA
-from specsr_keras.spectral.noise import NOISE_SCALE_SCATTER
+from specsr_keras.spectral.noise import NOISE_SCALE_SCATTER, noise_inflation
 from specsr_keras.spectral.noise import noise_scale as spectral_noise_scale
 
 __all__ = ["ANOMALY_COLUMNS", "BROAD_FWHM_GRID_KMS", "anomaly_columns", "broad_line_test", "noise_scale",
@@ -119,7 +119,8 @@ def broad_line_test(wave, flux, ivar, lsf_sigma, z, check_noise: bool = True) ->
     scale, triplets = _scale_and_triplets(flux, ivar)
     understated = _understated(scale, triplets)
     if check_noise:
-        ivar = np.asarray(ivar, np.float64) / np.maximum(np.nan_to_num(scale, nan=1.0), 1.0)[:, None] ** 2
+        inflation = keras.ops.convert_to_numpy(noise_inflation(scale)).astype(np.float64)
+        ivar = np.asarray(ivar, np.float64) / inflation[:, None] ** 2
     testable = np.isfinite(z)
     broadest = max(BROAD_FWHM_GRID_KMS) / FWHM_PER_SIGMA
     window = prepare_window(wave, flux, ivar, lsf_sigma, np.where(testable, z, 1.0), NARROW_LINES,

@@ -14,8 +14,7 @@ on its own frame (`hires_z`) is moved onto the same window (`spectral.window.shi
 
 Keys (N = rows): "lowres", "lowres_weight" (N, 512); "instrument" (N,) int32;
 "lowres_on_target", "lowres_on_target_weight" (N, 320); "scale" (N,) [1e-17 erg/s/cm²/Å];
-"log_scale", "z_place" (N,); "flux", "ivar" (N, L) the cleaned low-res pixels and their
-"noise_inflation" (N,) (>= 1, `spectral.noise`; for the sampler's `noise_check`); with hi-res:
+"log_scale", "z_place" (N,); "flux", "ivar" (N, L) the cleaned low-res pixels; with hi-res:
 "hires", "hires_weight" (N, 320), "hires_valid" (N,); with images: "image" (N, 64, 64, 4)
 arcsinh-normalised, "log_image_amplitude" (N,); "log_mstar" (N,) a *catalogue* stellar
 mass (the shard / catalogue field "log_mstar_catalog", where NaN or <= 0 means none: then 0
@@ -114,7 +113,6 @@ def lowres_inputs(flux, ivar, mask, instrument: Instrument, z_prior) -> dict:
         "z_place": z_place,
         "flux": flux,
         "ivar": ivar,
-        "noise_inflation": noise_inflation(noise_scale(flux, ivar)[0]),
     }
 
 
@@ -158,7 +156,7 @@ def model_inputs(batch: dict, instrument: Instrument, *, noiseless_hires: bool =
     "log_mstar", "has_mass", "has_image", "z_spec")."""
     out = _numpy(lowres_inputs(batch["lowres_flux"], batch["lowres_ivar"], batch["lowres_mask"], instrument,
                                np.asarray(batch["z_prior"], np.float32)))
-    del out["flux"], out["ivar"], out["noise_inflation"]  # of the instrument's own pixels: not model inputs
+    del out["flux"], out["ivar"]  # on the instrument's own grid: not a model input
     if "hires_flux" in batch:
         hires_z = np.asarray(batch.get("z", batch["z_prior"]), np.float32)
         out.update(_numpy(hires_inputs(batch["hires_flux"], batch["hires_mask"], hires_z, out["z_place"],
@@ -194,7 +192,9 @@ class SpectrumPreprocessor:
     "z_prior" (B,) (NaN = none: the window is placed at the band centre); optional
     "source_sigma_arcsec" (B,) (source size along the dispersion for the slitless LSF; NaN or
     < 0 = the instrument's reference size), "image" (B, 64, 64, 4) [nJy] with "has_image" (B,),
-    "log_mstar_catalog" (B,) (NaN or <= 0 = none). Returns (model inputs, `window.Observation`).
+    "log_mstar_catalog" (B,) (NaN or <= 0 = none). Returns (model inputs, `window.Observation`);
+    the inputs also hold "noise_inflation" (B,) (>= 1, `spectral.noise`; for the sampler's
+    `noise_check`), measured only here, where an observation is made.
     """
 
     def __init__(self, instrument: str = "euclid_nisp_red"):
@@ -213,6 +213,7 @@ class SpectrumPreprocessor:
             inputs["has_image"] = raw.get("has_image", ops.ones_like(inputs["z_place"]))
         if "log_mstar_catalog" in raw:
             inputs.update(mass_inputs(raw["log_mstar_catalog"]))
+        inputs["noise_inflation"] = noise_inflation(noise_scale(inputs["flux"], inputs["ivar"])[0])
         observation = observe(self.instrument, inputs["flux"], inputs["ivar"], inputs["z_place"],
                               raw.get("source_sigma_arcsec"))
         return inputs, observation
