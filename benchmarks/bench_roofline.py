@@ -16,7 +16,9 @@ Measured in one run, each Keras backend in its own child process:
   the SavedModel's parity against the Keras model (`export.serving_check.parity`);
 - where the time goes: each Conv, Dense and attention layer of the denoiser timed alone at
   its shape, compiled; "glue" = the rest (group norms, SiLU, FiLM, concatenations);
-- the denoiser forward under the mixed_bfloat16 policy (AMX on this CPU) against float32.
+- the denoiser forward under the mixed_bfloat16 policy (AMX on this CPU) against float32;
+- keras' GroupNormalization against specsr's drop-in (`models.layers.GroupNormalization`,
+  which every denoiser block uses) on each group norm input shape of the denoiser.
 The model is the `--preset` super-resolver, randomly initialised (speed does not depend on
 the weights), or `--model` (a run directory or a superres.keras file). Writes
 benchmarks/results/roofline.json.
@@ -293,6 +295,57 @@ def bfloat16_forward(denoiser, shapes: dict, batch: int, repeats: int) -> dict:
             "max_abs_diff_over_std": float(np.max(np.abs(difference)))}
 
 
+def group_normalization_speed(denoiser, shapes: dict, batch: int, repeats: int) -> dict:
+    """Keras' GroupNormalization vs specsr's (same weights) on the input shape of each of the
+    denoiser's group norms at `batch`, compiled: summed seconds, speed-up, largest difference."""
+    import keras
+    import numpy as np
+
+    from specsr_keras.backend.compile import compiled
+
+    norms = []
+    for layer, in_shape in norm_inputs(denoiser, shapes):
+        reference = keras.layers.GroupNormalization(layer.groups, epsilon=layer.epsilon)
+        reference.build(in_shape)
+        reference.set_weights(layer.get_weights())
+        norms.append((reference, layer, (batch, *in_shape[1:])))
+    rng = np.random.default_rng(0)
+    seconds = {"keras": 0.0, "specsr": 0.0}
+    largest = 0.0
+    for reference, layer, shape in norms:
+        x = keras.ops.convert_to_tensor(rng.normal(1.0, 2.0, size=shape).astype(np.float32))
+        outputs = {}
+        for name, norm in (("keras", reference), ("specsr", layer)):
+            function = compiled(lambda x, n=norm: n(x))
+            seconds[name] += best_seconds(lambda f=function, x=x: _to_numpy(f(x)), repeats)
+            outputs[name] = np.asarray(_to_numpy(function(x)))
+        largest = max(largest, float(np.max(np.abs(outputs["specsr"] - outputs["keras"]))))
+    return {"batch": batch, "norms": len(norms), "seconds": seconds,
+            "speedup": seconds["keras"] / seconds["specsr"], "max_abs_diff": largest}
+
+
+def norm_inputs(denoiser, shapes: dict) -> list:
+    """[(GroupNormalization layer, its input shape at batch 1)] of the denoiser, in call order."""
+
+    from specsr_keras.models.flops import all_layers
+    from specsr_keras.models.layers import GroupNormalization
+
+    records = []
+    norms = [layer for layer in all_layers(denoiser) if isinstance(layer, GroupNormalization)]
+    for layer in norms:
+        def call(x, *args, _layer=layer, _original=layer.call, **kwargs):
+            records.append((_layer, tuple(x.shape)))
+            return _original(x, *args, **kwargs)
+
+        layer.call = call
+    try:
+        denoiser(_denoiser_inputs(shapes, 1), training=False)
+    finally:
+        for layer in norms:
+            del layer.call
+    return records
+
+
 def child(args) -> dict:
     """All measurements of this process's backend (see the module docstring).
 
@@ -337,6 +390,8 @@ def child(args) -> dict:
         if args.policy == "float32":
             report["bfloat16_forward"] = timed("bfloat16", bfloat16_forward, denoiser, shapes, batches[-1],
                                                args.repeats)
+            report["group_normalization"] = timed("group_normalization", group_normalization_speed, denoiser,
+                                                  shapes, batches[-1], args.repeats)
         if backend == "tensorflow" and run_dir is not None and args.policy == "float32":
             report["savedmodel"] = timed("savedmodel", time_savedmodel, run_dir, args.steps, batches,
                                          args.repeats, workdir)
@@ -395,6 +450,8 @@ def assemble(runs: dict, args) -> dict:
         "fixes": {
             "compiled_predictor_sampling": compiled_fix,
             "bfloat16_forward": {b: r["bfloat16_forward"] for b, r in runs.items() if "bfloat16_forward" in r},
+            "group_normalization": {b: r["group_normalization"] for b, r in runs.items()
+                                    if "group_normalization" in r},
         },
         "profile": {b: r["profile"] for b, r in runs.items()},
         "savedmodel": {k: v for k, v in runs.get("tensorflow", {}).get("savedmodel", {}).items()

@@ -4,7 +4,8 @@ import argparse
 
 import pytest
 
-from benchmarks.bench_roofline import RESULTS, assemble, compute_dtype, main, mfu, sample_flops
+from benchmarks.bench_roofline import RESULTS, assemble, compute_dtype, main, mfu, norm_inputs, sample_flops
+from specsr_keras.models.presets import build_superresolver
 
 
 def test_mfu_is_achieved_model_flops_over_the_peak():
@@ -41,6 +42,18 @@ def test_assemble_takes_the_best_backend_peak_and_reports_the_fix():
     assert report["savedmodel"] == {"parity": {"ok": True}}
 
 
+@pytest.mark.keras
+def test_norm_inputs_finds_every_group_norm_of_the_denoiser_once_with_its_input_shape():
+    denoiser = build_superresolver("micro", seed=0).denoiser
+    shapes = {k: tuple(v.shape[1:]) for k, v in denoiser.input.items()}
+    records = norm_inputs(denoiser, shapes)
+    blocks = [layer for layer in denoiser.layers if type(layer).__name__ == "ResidualBlock"]
+    attention = [layer for layer in denoiser.layers if type(layer).__name__ == "SelfAttention"]
+    assert len(records) == 2 * len(blocks) + len(attention) + 1  # + the output norm
+    assert len({id(layer) for layer, _ in records}) == len(records)
+    assert all(shape[0] == 1 and shape[-1] == layer.gamma.shape[0] for layer, shape in records)
+
+
 @pytest.mark.slow
 def test_roofline_measures_mfu_of_every_path_and_savedmodel_parity():
     report = main([])
@@ -56,3 +69,5 @@ def test_roofline_measures_mfu_of_every_path_and_savedmodel_parity():
     for profile in report["profile"].values():
         assert sum(profile["time_fraction"].values()) == pytest.approx(1.0)
     assert report["fixes"]["compiled_predictor_sampling"]
+    for backend, norms in report["fixes"]["group_normalization"].items():
+        assert norms["norms"] > 0 and norms["max_abs_diff"] < 1e-4, backend  # the same numbers as keras'

@@ -9,6 +9,7 @@ from specsr_keras.models.encoders import ImageEncoder
 from specsr_keras.models.flops import count_flops
 from specsr_keras.models.layers import (
     Downsample,
+    GroupNormalization,
     PositionChannel,
     ResidualBlock,
     SelfAttention,
@@ -45,6 +46,33 @@ def test_sinusoidal_embedding_is_sin0_cos1_at_t0_and_separates_nearby_times():
     assert emb.shape == (3, 16)
     assert np.abs(emb[0, :8]).max() == 0.0 and np.abs(emb[0, 8:] - 1.0).max() == 0.0
     assert np.abs(emb[1] - emb[2]).max() > 0.1  # t scaled by 1000: 1e-3 apart is 1 unit
+
+
+@pytest.mark.parametrize("shape", [(3, 40, 24), (2, 6, 10, 12)])
+def test_group_normalization_equals_keras_layer_and_folds_film(shape):
+    x = 5.0 + 3.0 * normal(*shape)  # an offset mean, as after a convolution
+    reference, fast = layers.GroupNormalization(4), GroupNormalization(4)
+    reference.build(shape), fast.build(shape)
+    gamma, beta = normal(shape[-1]), normal(shape[-1])
+    for layer in (reference, fast):
+        layer.set_weights([gamma, beta])
+    expected = numpy(reference(x))
+    np.testing.assert_allclose(numpy(fast(x)), expected, atol=2e-5)
+    scale, shift = normal(shape[0], shape[-1]), normal(shape[0], shape[-1])
+    expand = (slice(None),) + (None,) * (len(shape) - 2)
+    np.testing.assert_allclose(numpy(fast(x, scale, shift)),
+                               expected * (1.0 + scale[expand]) + shift[expand], atol=5e-5)
+    with pytest.raises(ValueError, match="last axis"):
+        GroupNormalization(4, axis=1).build(shape)
+
+
+def test_group_normalization_keeps_float32_statistics_under_mixed_bfloat16():
+    x = 100.0 + normal(2, 64, 16)  # mean >> spread: bfloat16 statistics would lose it
+    layer = GroupNormalization(4, dtype="mixed_bfloat16")
+    out = layer(x)
+    assert keras.backend.standardize_dtype(out.dtype) == "bfloat16"
+    reference = layers.GroupNormalization(4)
+    np.testing.assert_allclose(numpy(ops.cast(out, "float32")), numpy(reference(x)), atol=0.05)
 
 
 def test_residual_block_maps_channels_and_film_makes_it_depend_on_the_condition():

@@ -5,6 +5,7 @@ from keras import layers
 
 from specsr_keras.models.layers import (
     Downsample,
+    GroupNormalization,
     ResidualBlock,
     SelfAttention,
     SinusoidalEmbedding,
@@ -90,7 +91,7 @@ def unet_graph(
         if level > 0:
             h = Upsample(rank, name=f"up{level}_upsample")(h)
 
-    h = layers.GroupNormalization(group_count(widths[0], groups), name="out_norm")(h)
+    h = GroupNormalization(group_count(widths[0], groups), name="out_norm")(h)
     h = layers.Activation("silu", name="out_act")(h)
     out = conv_layer(rank, out_channels, kernel_size, name="out_conv")(h)
     return inputs, out

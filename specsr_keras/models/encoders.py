@@ -23,6 +23,7 @@ from keras import layers
 
 from specsr_keras.models.layers import (
     Downsample,
+    GroupNormalization,
     PositionChannel,
     ResidualBlock,
     conv_layer,
@@ -42,7 +43,7 @@ def _encoder_trunk(h, rank, widths, blocks_per_level, groups, kernel_size, emb=N
             h = block(h, emb) if emb is not None else block(h)
         if level < len(widths) - 1:
             h = Downsample(rank, name=f"pool{level}")(h)
-    h = layers.GroupNormalization(group_count(widths[-1], groups), name="out_norm")(h)
+    h = GroupNormalization(group_count(widths[-1], groups), name="out_norm")(h)
     h = layers.Activation("silu", name="out_act")(h)
     pool = {
         1: (layers.GlobalAveragePooling1D, layers.GlobalMaxPooling1D),

@@ -50,7 +50,8 @@ _COUNTERS = (
 )
 
 
-def _all_layers(model):
+def all_layers(model):
+    """Every layer of `model`, nested ones included, each once."""
     seen, stack, found = set(), [model], []
     while stack:
         layer = stack.pop()
@@ -76,7 +77,7 @@ def layer_flops(model, input_shapes, dtypes=None, call_kwargs=None):
         inputs = np.zeros((1, *input_shapes), "float32")
     records = []
     patched = []
-    for layer in _all_layers(model):
+    for layer in all_layers(model):
         if isinstance(layer, layers.MultiHeadAttention):
             original = layer.call
 

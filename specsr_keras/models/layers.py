@@ -5,6 +5,9 @@ code runs (and serialises) under TensorFlow and JAX. Blocks work on 1D sequences
 `(B, L, C)` (`rank=1`) and 2D images `(B, H, W, C)` (`rank=2`).
 
 - `SinusoidalEmbedding`: diffusion time t in [0, 1] -> (B, dim) Fourier features.
+- `GroupNormalization`: a drop-in for keras' layer of that name (same weights, config and
+  saved-file paths) computed as one per-(example, channel) multiply-add, with an optional
+  FiLM folded into it.
 - `ResidualBlock`: GroupNorm -> SiLU -> Conv -> GroupNorm -> FiLM -> SiLU -> Dropout -> Conv,
   plus a (1x1-projected) skip. FiLM = per-channel `(1 + scale) * h + shift` computed
   from a conditioning vector (timestep embedding + condition).
@@ -73,6 +76,53 @@ class SinusoidalEmbedding(layers.Layer):
 
 
 @register
+class GroupNormalization(layers.GroupNormalization):
+    """Group normalisation over the last (channel) axis: a drop-in for keras' layer (same
+    weights, config and float32 statistics) computed the fast way round. Each channel's mean
+    and variance over the spatial axes (B, C) give its group's by the law of total variance
+    (group variance = mean over the group's channels of var_c + (mean_c - mean_group)²); the
+    normalisation, the affine and an optional FiLM are then one multiply-add with (B, C)
+    coefficients. 1.7-1.8x faster than keras' moments over a (B, L, G, C/G) view on the
+    denoiser's norms, under TensorFlow and JAX (benchmarks/README.md).
+
+    call(x, scale=None, shift=None): x (B, *spatial, C) -> same shape; scale, shift (B, C)
+    give FiLM's ((x - mean) / std * gamma + beta) * (1 + scale) + shift.
+
+    It keeps keras' class name because a saved functional model files a layer's weights
+    under that name: models saved with keras' layer load into this one unchanged.
+    """
+
+    def build(self, input_shape):
+        if self.axis not in (-1, len(input_shape) - 1):
+            raise ValueError(f"GroupNormalization normalises the last axis, not axis {self.axis}")
+        super().build(input_shape)
+
+    def call(self, inputs, scale=None, shift=None):
+        x = ops.cast(inputs, "float32")
+        channels = x.shape[-1]
+        grouped = (-1, self.groups, channels // self.groups)
+        rank = len(x.shape) - 2
+        channel_mean, channel_variance = ops.moments(x, axes=tuple(range(1, rank + 1)))  # (B, C)
+        channel_mean = ops.reshape(channel_mean, grouped)
+        group_mean = ops.mean(channel_mean, axis=-1, keepdims=True)
+        group_variance = ops.mean(ops.reshape(channel_variance, grouped) + ops.square(channel_mean - group_mean),
+                                  axis=-1, keepdims=True)
+        per_channel = ops.ones((1, 1, grouped[-1]), "float32")
+        gain = ops.reshape(ops.rsqrt(group_variance + self.epsilon) * per_channel, (-1, channels))
+        mean = ops.reshape(group_mean * per_channel, (-1, channels))
+        if self.scale:
+            gain = gain * ops.cast(self.gamma, "float32")
+        offset = -mean * gain
+        if self.center:
+            offset = offset + ops.cast(self.beta, "float32")
+        if scale is not None:
+            film = 1.0 + ops.cast(scale, "float32")
+            gain, offset = gain * film, offset * film + ops.cast(shift, "float32")
+        outputs = x * broadcast_vector(gain, rank) + broadcast_vector(offset, rank)
+        return ops.cast(outputs, self.compute_dtype)
+
+
+@register
 class ResidualBlock(layers.Layer):
     """Pre-activation residual block with optional FiLM conditioning.
 
@@ -97,7 +147,7 @@ class ResidualBlock(layers.Layer):
         self.kernel_size = int(kernel_size)
         self.dropout = float(dropout)
         self.use_film = bool(use_film)
-        self.norm2 = layers.GroupNormalization(group_count(filters, groups), name="norm2")
+        self.norm2 = GroupNormalization(group_count(filters, groups), name="norm2")
         self.conv1 = conv_layer(rank, filters, kernel_size, name="conv1")
         self.conv2 = conv_layer(rank, filters, kernel_size, name="conv2")
         self.drop = layers.Dropout(dropout)
@@ -107,7 +157,7 @@ class ResidualBlock(layers.Layer):
 
     def build(self, x_shape, emb_shape=None):
         in_channels = x_shape[-1]
-        self.norm1 = layers.GroupNormalization(group_count(in_channels, self.groups), name="norm1")
+        self.norm1 = GroupNormalization(group_count(in_channels, self.groups), name="norm1")
         self.norm1.build(x_shape)
         self.conv1.build(x_shape)
         hidden_shape = tuple(x_shape[:-1]) + (self.filters,)
@@ -123,10 +173,11 @@ class ResidualBlock(layers.Layer):
 
     def call(self, x, emb=None, training=None):
         h = self.conv1(ops.silu(self.norm1(x)))
-        h = self.norm2(h)
         if self.use_film:
             scale, shift = ops.split(self.film(ops.silu(emb)), 2, axis=-1)
-            h = h * (1.0 + broadcast_vector(scale, self.rank)) + broadcast_vector(shift, self.rank)
+            h = self.norm2(h, scale, shift)
+        else:
+            h = self.norm2(h)
         h = self.conv2(self.drop(ops.silu(h), training=training))
         skip = x if self.skip is None else self.skip(x)
         return skip + h
@@ -162,7 +213,7 @@ class SelfAttention(layers.Layer):
         channels = x_shape[-1]
         if channels % self.num_heads:
             raise ValueError(f"{channels} channels not divisible by {self.num_heads} heads")
-        self.norm = layers.GroupNormalization(group_count(channels, self.groups), name="norm")
+        self.norm = GroupNormalization(group_count(channels, self.groups), name="norm")
         self.norm.build(x_shape)
         self.attention = layers.MultiHeadAttention(
             self.num_heads, key_dim=channels // self.num_heads, name="mha"
