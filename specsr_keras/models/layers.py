@@ -85,8 +85,8 @@ class GroupNormalization(layers.GroupNormalization):
     coefficients. 1.7-1.8x faster than keras' moments over a (B, L, G, C/G) view on the
     denoiser's norms, under TensorFlow and JAX (benchmarks/README.md).
 
-    call(x, scale=None, shift=None): x (B, *spatial, C) -> same shape; scale, shift (B, C)
-    give FiLM's ((x - mean) / std * gamma + beta) * (1 + scale) + shift.
+    call(x, film_scale=None, film_shift=None): x (B, *spatial, C) -> same shape; the FiLM
+    coefficients (B, C) give ((x - mean) / std * gamma + beta) * (1 + film_scale) + film_shift.
 
     It keeps keras' class name because a saved functional model files a layer's weights
     under that name: models saved with keras' layer load into this one unchanged.
@@ -97,7 +97,7 @@ class GroupNormalization(layers.GroupNormalization):
             raise ValueError(f"GroupNormalization normalises the last axis, not axis {self.axis}")
         super().build(input_shape)
 
-    def call(self, inputs, scale=None, shift=None):
+    def call(self, inputs, film_scale=None, film_shift=None):
         x = ops.cast(inputs, "float32")
         channels = x.shape[-1]
         grouped = (-1, self.groups, channels // self.groups)
@@ -115,9 +115,9 @@ class GroupNormalization(layers.GroupNormalization):
         offset = -mean * gain
         if self.center:
             offset = offset + ops.cast(self.beta, "float32")
-        if scale is not None:
-            film = 1.0 + ops.cast(scale, "float32")
-            gain, offset = gain * film, offset * film + ops.cast(shift, "float32")
+        if film_scale is not None:
+            film = 1.0 + ops.cast(film_scale, "float32")
+            gain, offset = gain * film, offset * film + ops.cast(film_shift, "float32")
         outputs = x * broadcast_vector(gain, rank) + broadcast_vector(offset, rank)
         return ops.cast(outputs, self.compute_dtype)
 
