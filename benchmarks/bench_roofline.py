@@ -326,24 +326,12 @@ def group_normalization_speed(denoiser, shapes: dict, batch: int, repeats: int) 
 
 def norm_inputs(denoiser, shapes: dict) -> list:
     """[(GroupNormalization layer, its input shape at batch 1)] of the denoiser, in call order."""
-
-    from specsr_keras.models.flops import all_layers
+    from specsr_keras.models.flops import recorded_calls
     from specsr_keras.models.layers import GroupNormalization
 
-    records = []
-    norms = [layer for layer in all_layers(denoiser) if isinstance(layer, GroupNormalization)]
-    for layer in norms:
-        def call(x, *args, _layer=layer, _original=layer.call, **kwargs):
-            records.append((_layer, tuple(x.shape)))
-            return _original(x, *args, **kwargs)
-
-        layer.call = call
-    try:
-        denoiser(_denoiser_inputs(shapes, 1), training=False)
-    finally:
-        for layer in norms:
-            del layer.call
-    return records
+    return recorded_calls(denoiser, shapes, lambda layer: isinstance(layer, GroupNormalization),
+                          lambda layer, args, kwargs, output: (layer, tuple(args[0].shape)),
+                          call_kwargs={"training": False})
 
 
 def child(args) -> dict:

@@ -50,8 +50,7 @@ _COUNTERS = (
 )
 
 
-def all_layers(model):
-    """Every layer of `model`, nested ones included, each once."""
+def _all_layers(model):
     seen, stack, found = set(), [model], []
     while stack:
         layer = stack.pop()
@@ -63,6 +62,45 @@ def all_layers(model):
     return found
 
 
+def recorded_calls(model, input_shapes, select, record, dtypes=None, call_kwargs=None) -> list:
+    """[record(layer, args, kwargs, output)] of each layer `select(layer)` picks, in call order,
+    from one forward pass of `model` on zeros at batch 1 (input_shapes/dtypes as for
+    `count_flops`)."""
+    dtypes = {"instrument": "int32", **(dtypes or {})}
+    if isinstance(input_shapes, dict):
+        inputs = {k: np.zeros((1, *s), dtypes.get(k, "float32")) for k, s in input_shapes.items()}
+    else:
+        inputs = np.zeros((1, *input_shapes), "float32")
+    records = []
+    patched = [layer for layer in _all_layers(model) if select(layer)]
+    for layer in patched:
+        def call(*args, _layer=layer, _original=layer.call, **kwargs):
+            output = _original(*args, **kwargs)
+            records.append(record(_layer, args, kwargs, output))
+            return output
+
+        layer.call = call
+    try:
+        model(inputs, **(call_kwargs or {}))
+    finally:
+        for layer in patched:
+            del layer.call
+    return records
+
+
+def _counter(layer):
+    """The MAC counter of a counted layer, else None."""
+    return next((f for cls, f in _COUNTERS if isinstance(layer, cls)), None)
+
+
+def _flops_entry(layer, args, kwargs, output):
+    """(layer, input shapes, FLOPs) of one recorded call."""
+    if isinstance(layer, layers.MultiHeadAttention):
+        query, value = args[0], args[1] if len(args) > 1 else kwargs["value"]
+        return layer, (tuple(query.shape), tuple(value.shape)), 2 * _attention_macs(layer, query, value)
+    return layer, (tuple(args[0].shape),), 2 * _counter(layer)(layer, args[0], output)
+
+
 def layer_flops(model, input_shapes, dtypes=None, call_kwargs=None):
     """[(layer, input shapes, FLOPs)] of one forward pass per example, in call order.
 
@@ -70,41 +108,10 @@ def layer_flops(model, input_shapes, dtypes=None, call_kwargs=None):
     axis (1). A MultiHeadAttention entry counts its score and value products only: its
     projections (EinsumDense) are entries of their own.
     """
-    dtypes = {"instrument": "int32", **(dtypes or {})}
-    if isinstance(input_shapes, dict):
-        inputs = {k: np.zeros((1, *s), dtypes.get(k, "float32")) for k, s in input_shapes.items()}
-    else:
-        inputs = np.zeros((1, *input_shapes), "float32")
-    records = []
-    patched = []
-    for layer in all_layers(model):
-        if isinstance(layer, layers.MultiHeadAttention):
-            original = layer.call
+    def counted(layer):
+        return isinstance(layer, layers.MultiHeadAttention) or _counter(layer) is not None
 
-            def call(query, value, *args, _layer=layer, _original=original, **kwargs):
-                shapes = (tuple(query.shape), tuple(value.shape))
-                records.append((_layer, shapes, 2 * _attention_macs(_layer, query, value)))
-                return _original(query, value, *args, **kwargs)
-
-        else:
-            counter = next((f for cls, f in _COUNTERS if isinstance(layer, cls)), None)
-            if counter is None:
-                continue
-            original = layer.call
-
-            def call(x, *args, _layer=layer, _original=original, _counter=counter, **kwargs):
-                y = _original(x, *args, **kwargs)
-                records.append((_layer, (tuple(x.shape),), 2 * _counter(_layer, x, y)))
-                return y
-
-        layer.call = call
-        patched.append(layer)
-    try:
-        model(inputs, **(call_kwargs or {}))
-    finally:
-        for layer in patched:
-            del layer.call
-    return records
+    return recorded_calls(model, input_shapes, counted, _flops_entry, dtypes, call_kwargs)
 
 
 def count_flops(model, input_shapes, dtypes=None, call_kwargs=None):

@@ -107,9 +107,12 @@ class GroupNormalization(layers.GroupNormalization):
         group_mean = ops.mean(channel_mean, axis=-1, keepdims=True)
         group_variance = ops.mean(ops.reshape(channel_variance, grouped) + ops.square(channel_mean - group_mean),
                                   axis=-1, keepdims=True)
-        per_channel = ops.ones((1, 1, grouped[-1]), "float32")
-        gain = ops.reshape(ops.rsqrt(group_variance + self.epsilon) * per_channel, (-1, channels))
-        mean = ops.reshape(group_mean * per_channel, (-1, channels))
+
+        def per_channel(per_group):  # (B, G, 1) -> (B, C)
+            return ops.reshape(ops.repeat(per_group, grouped[-1], axis=-1), (-1, channels))
+
+        gain = per_channel(ops.rsqrt(group_variance + self.epsilon))
+        mean = per_channel(group_mean)
         if self.scale:
             gain = gain * ops.cast(self.gamma, "float32")
         offset = -mean * gain
